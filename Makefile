@@ -1,0 +1,43 @@
+# tideline — build, test and run. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+BIN := $(CURDIR)/bin
+GO  ?= go
+
+# Pinned tool versions (see ../shared/DESIGN.md "Real parts"). Bump them here only.
+TEMPORAL_CLI_VERSION := v1.5.1
+MINIO_VERSION        := v0.0.0-20260212201848-7aac2a2c5b7c
+
+export PATH := $(BIN):$(PATH)
+
+.PHONY: help tools build test vet bench dev fuzz clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+tools: ## build the pinned Temporal CLI and MinIO into bin/ (skips what is already there)
+	@scripts/install-tool.sh temporal github.com/temporalio/cli/cmd/temporal $(TEMPORAL_CLI_VERSION)
+	@scripts/install-tool.sh minio github.com/minio/minio $(MINIO_VERSION)
+
+build: ## build bin/tideline
+	$(GO) build -o $(BIN)/tideline ./cmd/tideline
+
+vet:
+	$(GO) vet ./...
+
+test: tools vet ## the README's test command: tools, vet, then every test against the real stack
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+bench: tools ## run the benchmarks
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
+	@for t in $$($(GO) test -list '^Fuzz' ./spec/ | grep ^Fuzz); do \
+	  echo "== $$t"; $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $${FUZZTIME:-30s} ./spec/ || exit 1; done
+
+dev: tools build ## start the whole stack locally (data in ./.tideline)
+	$(BIN)/tideline dev
+
+clean: ## remove built binaries (keeps the slow-to-build tools)
+	rm -f $(BIN)/tideline

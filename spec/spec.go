@@ -1,0 +1,76 @@
+package spec
+
+import (
+	"fmt"
+	"os"
+	"time"
+)
+
+// Defaults applied where the spec says nothing.
+const (
+	DefaultPartition      = time.Hour
+	DefaultDedupWindow    = 2 * time.Minute
+	DefaultOutOfOrderness = 5 * time.Second
+	DefaultIdleTimeout    = 10 * time.Second
+	DefaultCompactEvery   = time.Minute
+	DefaultRetention      = 7 * 24 * time.Hour
+)
+
+// Spec is a parsed, validated pipeline spec.
+type Spec struct {
+	File    string
+	Streams []*Stream // in file order
+	Views   []*View   // in file order
+}
+
+// Stream returns the stream called name, or nil.
+func (s *Spec) Stream(name string) *Stream {
+	for _, st := range s.Streams {
+		if st.Name == name {
+			return st
+		}
+	}
+	return nil
+}
+
+// View returns the view called name, or nil.
+func (s *Spec) View(name string) *View {
+	for _, v := range s.Views {
+		if v.Name == name {
+			return v
+		}
+	}
+	return nil
+}
+
+// Stream is a named event source backed by one JetStream stream.
+type Stream struct {
+	Name     string
+	Subjects []string
+	Contract *Contract
+	// Partition is the event-time slice of compaction and recompute.
+	Partition time.Duration
+	// Retention bounds the JetStream stream (age; bytes and messages when > 0).
+	Retention      Retention
+	DedupWindow    time.Duration
+	OutOfOrderness time.Duration // the watermark trails max event time by this
+	IdleTimeout    time.Duration // the watermark advances on wall time after this long without events
+	CompactEvery   time.Duration
+	Views          []*View // the views over this stream, in file order
+}
+
+// Retention bounds a stream.
+type Retention struct {
+	MaxAge   time.Duration
+	MaxBytes int64
+	MaxMsgs  int64
+}
+
+// Load reads and parses the spec file at path.
+func Load(path string) (*Spec, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read spec: %w", err)
+	}
+	return Parse(path, data)
+}
