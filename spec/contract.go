@@ -35,6 +35,19 @@ func (t Type) String() string {
 	return fmt.Sprintf("Type(%d)", int(t))
 }
 
+// DuckDB is the DuckDB column type that holds values of t.
+func (t Type) DuckDB() string {
+	switch t {
+	case TypeString:
+		return "VARCHAR"
+	case TypeBool:
+		return "BOOLEAN"
+	case TypeTimestamp:
+		return "TIMESTAMPTZ"
+	}
+	return "BIGINT"
+}
+
 // Numeric reports whether values of t are int64 numbers that can be summed.
 func (t Type) Numeric() bool { return t == TypeInt || t == TypeDecimal }
 
@@ -355,6 +368,15 @@ var (
 	errOverflow  = errors.New("out of the int64 range")
 )
 
+// decimalError is a message for the user that errors.Is can classify.
+type decimalError struct {
+	msg  string
+	kind error
+}
+
+func (e *decimalError) Error() string { return e.msg }
+func (e *decimalError) Unwrap() error { return e.kind }
+
 // ParseDecimal parses a decimal number ("-12.34", "1e3") exactly into int64
 // units of 10^-scale. It refuses digits beyond the scale rather than rounding.
 func ParseDecimal(s string, scale int) (int64, error) {
@@ -384,7 +406,7 @@ func ParseDecimal(s string, scale int) (int64, error) {
 			cut = 0
 		}
 		if strings.Trim(digits[cut:], "0") != "" {
-			return 0, fmt.Errorf("%q has more than %d decimal places: %w", orig, scale, errPrecision)
+			return 0, &decimalError{fmt.Sprintf("%q has more than %d decimal places", orig, scale), errPrecision}
 		}
 		digits = digits[:cut]
 	} else {
@@ -396,11 +418,11 @@ func ParseDecimal(s string, scale int) (int64, error) {
 		return 0, nil
 	}
 	if len(digits) > 19 {
-		return 0, fmt.Errorf("%q is %w", orig, errOverflow)
+		return 0, &decimalError{fmt.Sprintf("%q does not fit in int64 minor units", orig), errOverflow}
 	}
 	u, err := strconv.ParseUint(digits, 10, 64)
 	if err != nil || (!neg && u > math.MaxInt64) || (neg && u > 1<<63) {
-		return 0, fmt.Errorf("%q is %w", orig, errOverflow)
+		return 0, &decimalError{fmt.Sprintf("%q does not fit in int64 minor units", orig), errOverflow}
 	}
 	if neg {
 		return int64(-u), nil //nolint:gosec // u <= 1<<63 checked above

@@ -46,9 +46,10 @@ type node interface {
 
 // ExprError is a problem in an expression, at a byte offset into its source.
 type ExprError struct {
-	Offset int
-	Msg    string
-	Hint   string
+	Offset  int
+	Msg     string
+	Hint    string
+	Unknown string // the unknown field named, if that is the problem
 }
 
 func (e *ExprError) Error() string { return e.Msg }
@@ -498,7 +499,9 @@ func (p *exprParser) primary() (node, error) {
 		if c := closest(t.text, names); c != "" {
 			hint = "did you mean " + c + "?"
 		}
-		return nil, p.fail(t, hint, "unknown field %q", t.text)
+		err := p.fail(t, hint, "unknown field %q", t.text).(*ExprError)
+		err.Unknown = t.text
+		return nil, err
 	case tOp:
 		if t.text == "(" {
 			n, err := p.or()

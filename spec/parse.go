@@ -175,12 +175,15 @@ func (p *parser) strings(n *yaml.Node, what string) []string {
 	return out
 }
 
-// exprAt maps an expression error's offset to a position in the file.
-func (p *parser) exprErr(n *yaml.Node, what string, err error) {
+// exprErr maps an expression error's offset to a position in the file.
+func (p *parser) exprErr(v *View, n *yaml.Node, what string, err error) {
 	e, ok := err.(*ExprError)
 	if !ok {
 		p.add(n, "", "%s: %v", what, err)
 		return
+	}
+	if contains(v.Stream.broken, e.Unknown) {
+		return // the field's own error is already reported
 	}
 	col := n.Column + e.Offset
 	if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 {
@@ -281,6 +284,8 @@ func (p *parser) stream(name string, n *yaml.Node) *Stream {
 				if f := p.field(fname, fv); f != nil {
 					c.index[fname] = len(c.Fields)
 					c.Fields = append(c.Fields, f)
+				} else {
+					st.broken = append(st.broken, fname)
 				}
 			})
 			if v.Kind == yaml.MappingNode && len(v.Content) == 0 {
@@ -344,8 +349,8 @@ func (p *parser) stream(name string, n *yaml.Node) *Stream {
 			p.add(timeNode, "add required: true to the field", "event_time field %q must be required", timeNode.Value)
 		}
 	}
-	if len(p.errs) > before {
-		return nil
+	if len(p.errs) > before && (c.ID < 0 || c.Time < 0) {
+		return nil // views over it would only repeat these errors
 	}
 	return st
 }
@@ -527,7 +532,7 @@ func (p *parser) view(s *Spec, name string, n *yaml.Node) *View {
 			}
 			e, err := ParseExpr(src, v.Columns)
 			if err != nil {
-				p.exprErr(val, "derived field "+dname, err)
+				p.exprErr(v, val, "derived field "+dname, err)
 				return
 			}
 			c := &Column{Name: dname, Type: e.Type, Scale: e.Scale, Index: len(v.Columns), Derived: e}
@@ -540,7 +545,7 @@ func (p *parser) view(s *Spec, name string, n *yaml.Node) *View {
 			e, err := ParseExpr(src, v.Columns)
 			switch {
 			case err != nil:
-				p.exprErr(fn, "filter", err)
+				p.exprErr(v, fn, "filter", err)
 			case e.Type != TypeBool:
 				p.add(fn, "write a condition, for example amount > 0", "filter is %s, not a condition", e.Type)
 			default:
@@ -558,6 +563,7 @@ func (p *parser) view(s *Spec, name string, n *yaml.Node) *View {
 			}
 			c := v.column(g)
 			switch {
+			case c == nil && contains(v.Stream.broken, g):
 			case c == nil:
 				p.add(at, p.columnHint(v, g), "group_by names unknown field %q", g)
 			case taken[g]:
@@ -661,6 +667,9 @@ func (p *parser) measure(v *View, name string, n *yaml.Node) *Measure {
 		}
 		return out
 	case CountIf, Sum, Min, Max:
+	case "avg", "mean":
+		p.add(n, "averages derive from sum/count: declare "+name+"_sum: sum(field) and a count", "%s is not mergeable exactly", m[1])
+		return nil
 	default:
 		p.add(n, hint, "unknown measure %q", m[1])
 		return nil
@@ -670,6 +679,9 @@ func (p *parser) measure(v *View, name string, n *yaml.Node) *Measure {
 		return nil
 	}
 	if out.Arg = v.column(arg); out.Arg == nil {
+		if contains(v.Stream.broken, arg) {
+			return nil
+		}
 		p.add(n, p.columnHint(v, arg), "measure %s reads unknown field %q", name, arg)
 		return nil
 	}

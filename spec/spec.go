@@ -57,6 +57,8 @@ type Stream struct {
 	IdleTimeout    time.Duration // the watermark advances on wall time after this long without events
 	CompactEvery   time.Duration
 	Views          []*View // the views over this stream, in file order
+
+	broken []string // fields with errors, so views do not report them again
 }
 
 // Retention bounds a stream.

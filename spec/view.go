@@ -199,8 +199,8 @@ func (v *View) SQL(input string) string {
 		start = "(__base - __k.k * " + hop + ")"
 	}
 	outer := []string{
-		"make_timestamp(" + start + ")::TIMESTAMPTZ AS window_start",
-		"make_timestamp(" + start + " + " + size + ")::TIMESTAMPTZ AS window_end",
+		"make_timestamptz(" + start + ") AS window_start",
+		"make_timestamptz(" + start + " + " + size + ") AS window_end",
 	}
 	group := []string{start}
 	order := []string{"window_start"}
