@@ -27,14 +27,14 @@ vet:
 	$(GO) vet ./...
 
 test: tools vet ## the README's test command: tools, vet, then every test against the real stack
-	$(GO) test -race -count=1 -timeout 30m ./...
+	$(GO) test -race -count=1 -v -timeout 30m ./...
 
 bench: tools ## run the benchmarks
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	scripts/bench.sh
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@for t in $$($(GO) test -list '^Fuzz' ./spec/ | grep ^Fuzz); do \
-	  echo "== $$t"; $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $${FUZZTIME:-30s} ./spec/ || exit 1; done
+	  echo "== $$t"; $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $${FUZZTIME:-30s} -fuzzminimizetime 5s ./spec/ || exit 1; done
 
 dev: tools build ## start the whole stack locally (data in ./.tideline)
 	$(BIN)/tideline dev

@@ -45,6 +45,15 @@ func (l ErrorList) sort() {
 	})
 }
 
+// suggest is the hint for an unknown name: the closest candidate, or the
+// list of all of them introduced by what.
+func suggest(s string, candidates []string, what string) string {
+	if c := closest(s, candidates); c != "" {
+		return "did you mean " + c + "?"
+	}
+	return what + ": " + strings.Join(candidates, ", ")
+}
+
 // closest returns the candidate nearest to s by edit distance, if it is close
 // enough to be a likely typo.
 func closest(s string, candidates []string) string {

@@ -495,11 +495,7 @@ func (p *exprParser) primary() (node, error) {
 		for i, c := range p.cols {
 			names[i] = c.Name
 		}
-		hint := "fields are: " + strings.Join(names, ", ")
-		if c := closest(t.text, names); c != "" {
-			hint = "did you mean " + c + "?"
-		}
-		err := p.fail(t, hint, "unknown field %q", t.text).(*ExprError)
+		err := p.fail(t, suggest(t.text, names, "fields are"), "unknown field %q", t.text).(*ExprError)
 		err.Unknown = t.text
 		return nil, err
 	case tOp:

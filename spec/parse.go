@@ -66,11 +66,7 @@ func (p *parser) mapping(n *yaml.Node, what string, known, required []string, fn
 		}
 		seen[k.Value] = true
 		if known != nil && !contains(known, k.Value) {
-			hint := "valid keys are: " + strings.Join(known, ", ")
-			if c := closest(k.Value, known); c != "" {
-				hint = "did you mean " + c + "?"
-			}
-			p.add(k, hint, "unknown key %q in %s", k.Value, what)
+			p.add(k, suggest(k.Value, known, "valid keys are"), "unknown key %q in %s", k.Value, what)
 			continue
 		}
 		fn(k.Value, k, v)
@@ -446,11 +442,7 @@ func (p *parser) fieldType(n *yaml.Node) Type {
 			return t
 		}
 	}
-	hint := "use string, int, decimal, bool or timestamp"
-	if c := closest(n.Value, []string{"string", "int", "decimal", "bool", "timestamp"}); c != "" {
-		hint = "did you mean " + c + "?"
-	}
-	p.add(n, hint, "unknown field type %q", n.Value)
+	p.add(n, suggest(n.Value, []string{"string", "int", "decimal", "bool", "timestamp"}, "types are"), "unknown field type %q", n.Value)
 	return 0
 }
 
@@ -491,11 +483,7 @@ func (p *parser) view(s *Spec, name string, n *yaml.Node) *View {
 			for i, st := range s.Streams {
 				names[i] = st.Name
 			}
-			hint := "declared streams: " + strings.Join(names, ", ")
-			if c := closest(sn.Value, names); c != "" {
-				hint = "did you mean " + c + "?"
-			}
-			p.add(sn, hint, "%s reads unknown stream %q", what, sn.Value)
+			p.add(sn, suggest(sn.Value, names, "declared streams"), "%s reads unknown stream %q", what, sn.Value)
 		}
 	}
 	if wn := nodes["window"]; wn != nil {
@@ -612,10 +600,7 @@ func (p *parser) columnHint(v *View, name string) string {
 	for i, c := range v.Columns {
 		names[i] = c.Name
 	}
-	if c := closest(name, names); c != "" {
-		return "did you mean " + c + "?"
-	}
-	return "fields are: " + strings.Join(names, ", ")
+	return suggest(name, names, "fields are")
 }
 
 func (p *parser) window(v *View, n *yaml.Node) {

@@ -16,6 +16,13 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if err := newRoot().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "tideline:", err)
+		os.Exit(1)
+	}
+}
+
+func newRoot() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "tideline",
 		Short:         "Real-time analytics that are fresh above the tideline and exact below it",
@@ -32,10 +39,7 @@ func main() {
 		return nil
 	}
 	root.AddCommand(specCmd(), devCmd())
-	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "tideline:", err)
-		os.Exit(1)
-	}
+	return root
 }
 
 func envOr(key, def string) string {

@@ -26,7 +26,7 @@ type Options struct {
 	Parts  Parts
 
 	NATSPort, TemporalPort, TemporalUIPort, MinIOPort, MinIOConsolePort int
-	TemporalSearchAttributes                                           map[string]string
+	TemporalSearchAttributes                                            map[string]string
 
 	Log *slog.Logger
 }

@@ -1,0 +1,40 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func run(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	root := newRoot()
+	root.SetArgs(args)
+	root.SetOut(&out)
+	root.SetErr(&errb)
+	err = root.ExecuteContext(t.Context())
+	return out.String(), errb.String(), err
+}
+
+func TestSpecCheck(t *testing.T) {
+	out, _, err := run(t, "spec", "check", "../../examples/payments/tideline.yaml")
+	if err != nil {
+		t.Fatalf("example spec: %v", err)
+	}
+	for _, want := range []string{"2 stream(s), 4 view(s)", "stream payments", "view card_5m", "window=5m0s every 1m0s"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	_, stderr, err := run(t, "spec", "check", "../../spec/testdata/broken.yaml")
+	if err == nil || !strings.Contains(err.Error(), "3 error(s)") {
+		t.Fatalf("broken spec: err = %v, want 3 errors", err)
+	}
+	if n := strings.Count(stderr, "broken.yaml:"); n != 3 {
+		t.Errorf("want 3 positioned errors, got %d:\n%s", n, stderr)
+	}
+	if _, _, err := run(t, "spec", "check", "no/such/file.yaml"); err == nil || !strings.Contains(err.Error(), "no/such/file.yaml") {
+		t.Errorf("missing file: err = %v, want one naming the file", err)
+	}
+}
