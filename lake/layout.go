@@ -1,0 +1,81 @@
+package lake
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Partition is one event-time slice of a table: [Start, Start+Size).
+type Partition struct {
+	Start time.Time // UTC, aligned to Size
+	Size  time.Duration
+}
+
+// PartitionOf is the partition of size holding the event time us (UTC
+// microseconds). Partitions are aligned to the Unix epoch; size divides a day.
+func PartitionOf(us int64, size time.Duration) Partition {
+	s := size.Microseconds()
+	start := us - ((us%s)+s)%s
+	return Partition{Start: time.UnixMicro(start).UTC(), Size: size}
+}
+
+// End is the first instant after the partition.
+func (p Partition) End() time.Time { return p.Start.Add(p.Size) }
+
+// Path is the partition's key segment: dt=YYYY-MM-DD/hr=HH, with /min=MM
+// when partitions are shorter than an hour.
+func (p Partition) Path() string {
+	s := p.Start.Format("dt=2006-01-02/hr=15")
+	if p.Size < time.Hour {
+		s += p.Start.Format("/min=04")
+	}
+	return s
+}
+
+func (p Partition) String() string { return p.Path() }
+
+// ParsePartition parses a partition path made by Path for partitions of size.
+func ParsePartition(path string, size time.Duration) (Partition, error) {
+	layout := "dt=2006-01-02/hr=15"
+	if size < time.Hour {
+		layout += "/min=04"
+	}
+	t, err := time.ParseInLocation(layout, path, time.UTC)
+	if err != nil {
+		return Partition{}, fmt.Errorf("cannot parse partition %q: want %s", path, strings.NewReplacer("2006", "YYYY", "01", "MM", "02", "DD", "15", "HH", "04", "MM").Replace(layout))
+	}
+	p := PartitionOf(t.UnixMicro(), size)
+	if !p.Start.Equal(t) {
+		return Partition{}, fmt.Errorf("cannot use partition %q: it does not start on a %s boundary", path, size)
+	}
+	return p, nil
+}
+
+// RawTable is the lake table name of a stream's raw events.
+func RawTable(stream string) string { return "raw/" + stream }
+
+// ViewTable is the lake table name of a view's batch results.
+func ViewTable(view string) string { return "views/" + view }
+
+// RawFileKey names the raw file of one partition written from the stream
+// sequence range [from, to]. A retry of the same range writes the same key.
+func RawFileKey(stream string, p Partition, from, to uint64) string {
+	return fmt.Sprintf("%s/%s/seq-%020d-%020d.parquet", RawTable(stream), p.Path(), from, to)
+}
+
+// ViewFileKey names a view partition's batch file computed from version of
+// the raw table. A retry of the same recompute writes the same key.
+func ViewFileKey(view string, p Partition, rawVersion int64) string {
+	return fmt.Sprintf("%s/%s/v-%020d.parquet", ViewTable(view), p.Path(), rawVersion)
+}
+
+func logKey(table string, version int64) string {
+	return fmt.Sprintf("%s/_log/%020d.json", table, version)
+}
+
+func checkpointKey(table string, version int64) string {
+	return fmt.Sprintf("%s/_log/%020d.checkpoint.json", table, version)
+}
+
+func lastCheckpointKey(table string) string { return table + "/_log/_last_checkpoint" }
