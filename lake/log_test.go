@@ -8,7 +8,9 @@ import (
 	"testing"
 )
 
-func dataFile(key string, rows int64) File { return File{Key: key, Partition: "dt=2026-11-25/hr=12", Rows: rows} }
+func dataFile(key string, rows int64) File {
+	return File{Key: key, Partition: "dt=2026-11-25/hr=12", Rows: rows}
+}
 
 func TestTableCommitRules(t *testing.T) {
 	for name, s := range stores(t) {
