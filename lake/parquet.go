@@ -1,6 +1,7 @@
 package lake
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -74,7 +75,7 @@ func WriteParquet(path string, rows *Rows, o WriteOptions) (FileMeta, error) {
 	if err != nil {
 		return FileMeta{}, fmt.Errorf("cannot create %s: %w", path, err)
 	}
-	meta, err := writeParquet(f, rows, o)
+	meta, err := writeParquet(struct{ io.Writer }{f}, rows, o) // the Parquet writer would close f itself
 	if cerr := f.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("cannot write %s: %w", path, cerr)
 	}
@@ -200,4 +201,30 @@ func CheckParquet(path string) (int64, error) {
 	}
 	defer r.Close()
 	return r.NumRows(), nil
+}
+
+// PutParquet writes rows as a Parquet file and uploads it to key, returning
+// the File to commit. Uploading the same rows to the same key again, as a
+// retry does, replaces the object with identical content.
+func PutParquet(ctx context.Context, store Store, key, partition string, rows *Rows, o WriteOptions) (File, error) {
+	tmp, err := os.CreateTemp("", "tideline-*.parquet")
+	if err != nil {
+		return File{}, fmt.Errorf("cannot stage %s: %w", key, err)
+	}
+	tmp.Close()
+	defer os.Remove(tmp.Name())
+	meta, err := WriteParquet(tmp.Name(), rows, o)
+	if err != nil {
+		return File{}, fmt.Errorf("cannot write %s: %w", key, err)
+	}
+	f, err := os.Open(tmp.Name())
+	if err != nil {
+		return File{}, fmt.Errorf("cannot stage %s: %w", key, err)
+	}
+	defer f.Close()
+	info, err := store.Put(ctx, key, f, meta.Bytes)
+	if err != nil {
+		return File{}, err
+	}
+	return File{Key: key, Partition: partition, Rows: meta.Rows, Bytes: meta.Bytes, ETag: info.ETag, MinTime: meta.MinTime, MaxTime: meta.MaxTime}, nil
 }

@@ -1,0 +1,30 @@
+// Package lake is tideline's batch storage: Parquet files in an object store,
+// made into tables by an ordered commit log, and read by DuckDB through a
+// local cache.
+//
+//   - Store is one interface over MinIO/S3 (s3://bucket/prefix) and a local
+//     directory (file:///path). Transient failures are retried with backoff
+//     and surface as ErrUnavailable; the rest are permanent.
+//   - WriteParquet and PutParquet write rows in the Arrow schema derived from
+//     the spec (RawSchema, ViewSchema): zstd, statistics, rows ordered by
+//     event time, row groups of up to DefaultRowGroupRows.
+//   - Table is a table's log. Commit N is created with a conditional put, so
+//     of racing writers exactly one gets each version; the others re-read and
+//     retry on top of it. Committing a source range or files that are already
+//     in the table fails with ErrAlreadyCommitted, so a retried commit is
+//     never stored twice. Snapshot replays the log from the newest
+//     checkpoint, probing versions one by one: no listing is needed.
+//   - Keys are deterministic from their content's source: raw files from the
+//     stream sequence range (RawFileKey), batch files from the view,
+//     partition and raw version (ViewFileKey). Partitions are event-time
+//     slices laid out as dt=YYYY-MM-DD/hr=HH[/min=MM].
+//   - Cache holds local copies keyed by object key and ETag, bounded in
+//     size, and verifies each download against its commit (ETag, MD5, size,
+//     Parquet footer, row count) so a corrupt object is ErrCorrupt naming
+//     its key.
+//   - Catalog defines a DuckDB view per table over the cached files of a
+//     snapshot and swaps it in one statement.
+//
+// Not done here: removed files are not deleted from the store (a vacuum with
+// a retention period belongs to the batch layer's maintenance).
+package lake
