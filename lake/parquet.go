@@ -1,6 +1,7 @@
 package lake
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -66,6 +67,9 @@ type WriteOptions struct {
 	SortBy string
 	// RowGroupRows caps rows per row group (DefaultRowGroupRows when 0).
 	RowGroupRows int
+	// Unique names columns whose values rarely repeat, such as event ids:
+	// they skip dictionary encoding, which would only cost time there.
+	Unique []string
 }
 
 // WriteParquet writes rows as one Parquet file to path: zstd, column
@@ -103,26 +107,40 @@ func writeParquet(w io.Writer, rows *Rows, o WriteOptions) (FileMeta, error) {
 		if len(idx) != 1 {
 			return FileMeta{}, fmt.Errorf("cannot sort by %q: no such column", o.SortBy)
 		}
+		// Sort (time, position) pairs: stable by construction, and far
+		// faster than a stable sort through the row slab.
 		col := idx[0]
-		slices.SortStableFunc(order, func(a, b int32) int {
-			x, y := rows.vals[int(a)*rows.ncol+col].Int, rows.vals[int(b)*rows.ncol+col].Int
-			return int(min(max(x-y, -1), 1))
+		keys := make([]sortKey, n)
+		for i := range keys {
+			keys[i] = sortKey{t: rows.vals[i*rows.ncol+col].Int, i: int32(i)}
+		}
+		slices.SortFunc(keys, func(a, b sortKey) int {
+			if a.t != b.t {
+				return cmp.Compare(a.t, b.t)
+			}
+			return cmp.Compare(a.i, b.i)
 		})
+		for i, k := range keys {
+			order[i] = k.i
+		}
 		if n > 0 {
-			meta.MinTime = rows.vals[int(order[0])*rows.ncol+col].Int
-			meta.MaxTime = rows.vals[int(order[n-1])*rows.ncol+col].Int
+			meta.MinTime, meta.MaxTime = keys[0].t, keys[n-1].t
 		}
 	}
 	groupRows := o.RowGroupRows
 	if groupRows <= 0 {
 		groupRows = DefaultRowGroupRows
 	}
-	props := parquet.NewWriterProperties(
+	popts := []parquet.WriterProperty{
 		parquet.WithCompression(compress.Codecs.Zstd),
 		parquet.WithStats(true),
 		parquet.WithMaxRowGroupLength(int64(groupRows)),
 		parquet.WithCreatedBy("tideline"),
-	)
+	}
+	for _, c := range o.Unique {
+		popts = append(popts, parquet.WithDictionaryFor(c, false))
+	}
+	props := parquet.NewWriterProperties(popts...)
 	fw, err := pqarrow.NewFileWriter(rows.Schema, w, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
 	if err != nil {
 		return FileMeta{}, fmt.Errorf("cannot start Parquet writer: %w", err)
@@ -131,9 +149,7 @@ func writeParquet(w io.Writer, rows *Rows, o WriteOptions) (FileMeta, error) {
 	defer b.Release()
 	for start := 0; start < n || (n == 0 && start == 0); start += groupRows {
 		end := min(start+groupRows, n)
-		for c := range rows.ncol {
-			appendColumn(b.Field(c), rows, order[start:end], c)
-		}
+		appendRows(b, rows, order[start:end])
 		rec := b.NewRecordBatch()
 		err := fw.Write(rec) // one row group per call
 		rec.Release()
@@ -151,44 +167,52 @@ func writeParquet(w io.Writer, rows *Rows, o WriteOptions) (FileMeta, error) {
 	return meta, nil
 }
 
-func appendColumn(fb array.Builder, rows *Rows, order []int32, c int) {
-	fb.Reserve(len(order))
-	at := func(i int32) *spec.Value { return &rows.vals[int(i)*rows.ncol+c] }
-	switch b := fb.(type) {
-	case *array.StringBuilder:
-		for _, i := range order {
-			if v := at(i); v.Null {
-				b.AppendNull()
-			} else {
-				b.Append(v.Str)
+type sortKey struct {
+	t int64
+	i int32
+}
+
+// appendRows appends the rows in order to the record builder's columns,
+// row by row, so each row is read from the slab once.
+func appendRows(b *array.RecordBuilder, rows *Rows, order []int32) {
+	ncol := rows.ncol
+	strs := make([]*array.StringBuilder, ncol)
+	ints := make([]*array.Int64Builder, ncol)
+	bools := make([]*array.BooleanBuilder, ncol)
+	tss := make([]*array.TimestampBuilder, ncol)
+	for c := range ncol {
+		fb := b.Field(c)
+		fb.Reserve(len(order))
+		switch x := fb.(type) {
+		case *array.StringBuilder:
+			strs[c] = x
+		case *array.Int64Builder:
+			ints[c] = x
+		case *array.BooleanBuilder:
+			bools[c] = x
+		case *array.TimestampBuilder:
+			tss[c] = x
+		default:
+			panic(fmt.Sprintf("lake: unsupported column builder %T", fb))
+		}
+	}
+	for _, i := range order {
+		row := rows.vals[int(i)*ncol : int(i)*ncol+ncol]
+		for c := range row {
+			v := &row[c]
+			switch {
+			case v.Null:
+				b.Field(c).AppendNull()
+			case strs[c] != nil:
+				strs[c].Append(v.Str)
+			case ints[c] != nil:
+				ints[c].UnsafeAppend(v.Int)
+			case tss[c] != nil:
+				tss[c].UnsafeAppend(arrow.Timestamp(v.Int))
+			default:
+				bools[c].UnsafeAppend(v.Bool)
 			}
 		}
-	case *array.Int64Builder:
-		for _, i := range order {
-			if v := at(i); v.Null {
-				b.AppendNull()
-			} else {
-				b.UnsafeAppend(v.Int)
-			}
-		}
-	case *array.BooleanBuilder:
-		for _, i := range order {
-			if v := at(i); v.Null {
-				b.AppendNull()
-			} else {
-				b.UnsafeAppend(v.Bool)
-			}
-		}
-	case *array.TimestampBuilder:
-		for _, i := range order {
-			if v := at(i); v.Null {
-				b.AppendNull()
-			} else {
-				b.UnsafeAppend(arrow.Timestamp(v.Int))
-			}
-		}
-	default:
-		panic(fmt.Sprintf("lake: unsupported column builder %T", fb))
 	}
 }
 

@@ -13,37 +13,55 @@ cpu=$(grep -m1 '^cpu:' "$raw" | cut -d' ' -f2- || true)
 {
   echo "# Benchmarks"
   echo
-  echo "Written by \`make bench\` ($(date -u +%Y-%m-%d), $count runs each, median shown). Do not edit by hand."
+  echo "Written by \`make bench\` on $(date -u +%Y-%m-%d): \`go test -run '^\$' -bench . -benchmem -count $count ./...\`, median of the $count runs. Do not edit by hand."
   echo
   echo "Machine: ${cpu:-unknown CPU}, $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(go version | cut -d' ' -f3)."
   echo
-  echo "| benchmark | median ns/op | MB/s | allocs/op | anchor | anchor ns/op | ratio |"
-  echo "| --- | ---: | ---: | ---: | --- | ---: | ---: |"
+  echo "| benchmark | median | other medians | anchor | anchor median | ratio |"
+  echo "| --- | ---: | --- | --- | ---: | ---: |"
   awk '
     /^Benchmark/ {
       name=$1; sub(/-[0-9]+$/, "", name)
-      for (i=3; i<=NF; i++) {
-        if ($(i+1)=="ns/op") ns[name]=ns[name] " " $i
-        if ($(i+1)=="MB/s") mbs[name]=mbs[name] " " $i
-        if ($(i+1)=="allocs/op") al[name]=$i
-      }
       if (!(name in seen)) { seen[name]=1; order[++n]=name }
+      for (i=3; i<NF; i+=2) {
+        unit=$(i+1)
+        if (unit=="B/op") continue
+        if (!((name, unit) in vals)) units[name]=units[name] " " unit
+        vals[name, unit]=vals[name, unit] " " $i
+      }
     }
     function median(s,   a, k, i, j, t) {
       k=split(s, a, " "); if (k==0) return ""
       for (i=1;i<=k;i++) for (j=i+1;j<=k;j++) if (a[j]+0<a[i]+0) {t=a[i];a[i]=a[j];a[j]=t}
       return (k%2) ? a[(k+1)/2] : (a[k/2]+a[k/2+1])/2
     }
+    function human(ns) {
+      if (ns >= 1e9) return sprintf("%.2f s", ns/1e9)
+      if (ns >= 1e6) return sprintf("%.1f ms", ns/1e6)
+      if (ns >= 1e3) return sprintf("%.1f µs", ns/1e3)
+      return sprintf("%.0f ns", ns)
+    }
+    function num(x) { return (x >= 100) ? sprintf("%.0f", x) : sprintf("%.3g", x) }
+    function others(name,   u, k, i, out) {
+      k=split(units[name], u, " "); out=""
+      for (i=1;i<=k;i++) if (u[i]!="ns/op") out=out (out==""?"":", ") num(median(vals[name, u[i]])) " " u[i]
+      return out
+    }
     END {
       for (i=1;i<=n;i++) {
         name=order[i]; if (name ~ /Anchor/) continue
         anchor=""; for (j=1;j<=n;j++) if (index(order[j], name "Anchor")==1) anchor=order[j]
-        m=median(ns[name]); mb=median(mbs[name])
-        if (anchor!="") { am=median(ns[anchor]); printf "| %s | %.0f | %s | %s | %s | %.0f | %.2fx |\n", name, m, mb, al[name], anchor, am, m/am }
-        else printf "| %s | %.0f | %s | %s | | | |\n", name, m, mb, al[name]
+        m=median(vals[name, "ns/op"])
+        if (anchor!="") { am=median(vals[anchor, "ns/op"]); printf "| %s | %s/op | %s | %s (%s) | %s/op | %.2fx |\n", name, human(m), others(name), anchor, others(anchor), human(am), m/am }
+        else printf "| %s | %s/op | %s | | | |\n", name, human(m), others(name)
       }
     }' "$raw"
   echo
-  echo "Ratio is tideline's time over the anchor's: 1.00x would be as fast as the limit."
+  echo "Ratio is tideline's time over the anchor's, both measured in this run: 1.00x would be as fast as the limit."
+  echo
+  echo "## What each measures"
+  echo
+  # The first line of each benchmark's doc comment.
+  grep -rh --include='*_test.go' -A1 '^// Benchmark' . | awk '/^\/\/ Benchmark/ {sub(/^\/\/ /, ""); n=$1; $1=""; line=$0; getline nxt; if (nxt ~ /^\/\//) {sub(/^\/\/ /, "", nxt); line=line " " nxt}; printf "- **%s**%s\n", n, line}' 
 } > BENCHMARKS.md
 cat BENCHMARKS.md
