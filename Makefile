@@ -33,8 +33,8 @@ bench: tools ## run the benchmarks
 	scripts/bench.sh
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
-	@for t in $$($(GO) test -list '^Fuzz' ./spec/ | grep ^Fuzz); do \
-	  echo "== $$t"; $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $${FUZZTIME:-30s} -fuzzminimizetime 5s ./spec/ || exit 1; done
+	@for pkg in ./spec/ ./lake/; do for t in $$($(GO) test -list '^Fuzz' $$pkg | grep ^Fuzz); do \
+	  echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $${FUZZTIME:-30s} -fuzzminimizetime 5s $$pkg || exit 1; done; done
 
 dev: tools build ## start the whole stack locally (data in ./.tideline)
 	$(BIN)/tideline dev

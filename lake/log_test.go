@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func dataFile(key string, rows int64) File {
@@ -172,4 +173,27 @@ func TestPartitionKeys(t *testing.T) {
 	if got := RawFileKey("payments", p, 1, 500); got != "raw/payments/dt=2025-11-25/hr=12/min=05/seq-00000000000000000001-00000000000000000500.parquet" {
 		t.Errorf("RawFileKey = %s", got)
 	}
+}
+
+func FuzzParsePartition(f *testing.F) {
+	f.Add("dt=2026-11-25/hr=12/min=05", int64(5))
+	f.Add("dt=2026-11-25/hr=00", int64(60))
+	f.Add("dt=1999-01-01/hr=23", int64(1440))
+	f.Fuzz(func(t *testing.T, path string, minutes int64) {
+		if minutes <= 0 || (24*60)%minutes != 0 {
+			return
+		}
+		size := time.Duration(minutes) * time.Minute
+		p, err := ParsePartition(path, size)
+		if err != nil {
+			return
+		}
+		// Whatever parses prints back to itself and contains its own start.
+		if p.Path() != path {
+			t.Fatalf("ParsePartition(%q).Path() = %q", path, p.Path())
+		}
+		if q := PartitionOf(p.Start.UnixMicro(), size); !q.Start.Equal(p.Start) {
+			t.Fatalf("partition %s does not contain its start", path)
+		}
+	})
 }
