@@ -61,8 +61,12 @@ func (v *View) Tumbling() bool { return v.Hop == v.Size }
 // Prepare extends an event with the view's derived fields and applies the
 // filter. It returns false when the filter drops the event.
 func (v *View) Prepare(e Event) (Row, bool) {
-	row := make(Row, len(e.Values), len(v.Columns))
-	copy(row, e.Values)
+	return v.PrepareInto(make(Row, 0, len(v.Columns)), e)
+}
+
+// PrepareInto is Prepare reusing buf's storage for the row.
+func (v *View) PrepareInto(buf Row, e Event) (Row, bool) {
+	row := append(buf[:0], e.Values...)
 	for _, d := range v.Derived {
 		row = append(row, d.Derived.Eval(row))
 	}

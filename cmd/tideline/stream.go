@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"tideline/stream"
+)
+
+func streamCmd() *cobra.Command {
+	var c commonFlags
+	var httpAddr string
+	var setupOnly bool
+	var o stream.ProcessorOptions
+	cmd := &cobra.Command{
+		Use:   "stream",
+		Short: "Create the JetStream streams and run the speed layer: one processor per stream",
+		Long: `stream creates or updates, idempotently, the JetStream stream and dead-letter
+stream of every stream in the spec, a KV bucket per view and the checkpoint
+bucket, then runs one processor per stream until interrupted.
+
+Its HTTP server has /metrics (Prometheus), /healthz and, until the serve
+process takes it over, POST /v1/ingest/{stream} for NDJSON.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			s, err := c.spec()
+			if err != nil {
+				return err
+			}
+			nc, js, err := c.connect("stream")
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			if err := stream.Setup(ctx, js, s, stream.SetupOptions{}); err != nil {
+				return err
+			}
+			slog.Info("streams ready", "streams", len(s.Streams), "views", len(s.Views), "nats", c.natsURL)
+			if setupOnly {
+				return nil
+			}
+			reg := newRegistry()
+			o.Metrics = stream.NewMetrics(reg)
+			mux := http.NewServeMux()
+			mux.Handle("GET /metrics", metricsHandler(reg))
+			mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+			mux.Handle("POST /v1/ingest/{stream}", stream.NewIngester(js, s, o.Metrics))
+			ln, err := net.Listen("tcp", httpAddr)
+			if err != nil {
+				return fmt.Errorf("cannot listen on --http %s: %w", httpAddr, err)
+			}
+			srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+			go func() { _ = srv.Serve(ln) }()
+			defer srv.Shutdown(context.Background())
+			slog.Info("http listening", "addr", ln.Addr().String())
+
+			var wg sync.WaitGroup
+			errs := make([]error, len(s.Streams))
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			for i, st := range s.Streams {
+				p := stream.NewProcessor(nc, js, st, o)
+				wg.Go(func() {
+					if errs[i] = p.Run(ctx); errs[i] != nil {
+						slog.Error("processor stopped", "stream", st.Name, "err", errs[i])
+						cancel() // one stream failing stops the process, so a supervisor restarts it whole
+					}
+				})
+			}
+			wg.Wait()
+			return errors.Join(errs...)
+		},
+	}
+	f := cmd.Flags()
+	c.register(f)
+	f.StringVar(&httpAddr, "http", envOr("TIDELINE_STREAM_HTTP", "127.0.0.1:8081"), "HTTP address for /metrics, /healthz and ingest (env TIDELINE_STREAM_HTTP)")
+	f.BoolVar(&setupOnly, "setup-only", false, "create or update the streams and buckets, then exit")
+	f.DurationVar(&o.FlushEvery, "flush-every", 50*time.Millisecond, "how often changed windows are published")
+	f.DurationVar(&o.CheckpointEvery, "checkpoint-every", time.Second, "checkpoint at least this often")
+	f.IntVar(&o.CheckpointEvents, "checkpoint-events", 100_000, "checkpoint at least every this many events")
+	return cmd
+}

@@ -1,0 +1,148 @@
+// Package oracle computes the answers tideline must give, independently of
+// tideline's own engines: DuckDB reads the generator's output file itself,
+// parses the events with its JSON functions, drops what the generator made
+// invalid and repeated ids (keeping the first published), and runs the
+// view's SQL. Tests compare the speed and batch layers against it.
+package oracle
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	_ "github.com/duckdb/duckdb-go/v2" // registers the "duckdb" driver
+
+	"tideline/spec"
+)
+
+// Load creates the table events in db from a generator --out file of
+// stream st: one row per valid event id, with the contract's columns.
+func Load(ctx context.Context, db *sql.DB, st *spec.Stream, outFile string) error {
+	var cols []string
+	for _, f := range st.Contract.Fields {
+		x := "j->>" + quoteString(f.Name)
+		var expr string
+		switch f.Type {
+		case spec.TypeString:
+			expr = x
+		case spec.TypeBool:
+			expr = "CAST(" + x + " AS BOOLEAN)"
+		case spec.TypeTimestamp:
+			expr = "CAST(" + x + " AS TIMESTAMPTZ)"
+		case spec.TypeInt:
+			expr = "CAST(" + x + " AS BIGINT)"
+		case spec.TypeDecimal:
+			expr = fmt.Sprintf("CAST(CAST(%s AS DECIMAL(38,%d)) * %d AS BIGINT)", x, f.Scale, pow10(f.Scale))
+		}
+		cols = append(cols, expr+" AS "+spec.QuoteIdent(f.Name))
+	}
+	q := fmt.Sprintf(`CREATE OR REPLACE TABLE events AS
+		WITH src AS (SELECT i, CAST(data AS JSON) AS j FROM read_json(%s, format='newline_delimited',
+			columns={i: 'BIGINT', kind: 'VARCHAR', data: 'VARCHAR'}) WHERE kind <> 'invalid')
+		SELECT %s, i AS _i FROM src QUALIFY row_number() OVER (PARTITION BY %s ORDER BY i) = 1`,
+		quoteString(outFile), strings.Join(cols, ", "), "j->>"+quoteString(st.Contract.Fields[st.Contract.ID].Name))
+	if _, err := db.ExecContext(ctx, q); err != nil {
+		return fmt.Errorf("cannot load %s into the oracle: %w", outFile, err)
+	}
+	return nil
+}
+
+func pow10(n int) int64 {
+	p := int64(1)
+	for range n {
+		p *= 10
+	}
+	return p
+}
+
+func quoteString(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// Row is one window of a view in a form both sides can produce.
+type Row struct {
+	Start    time.Time
+	Dims     string // the group-by values, rendered
+	Measures string // the measures, rendered
+}
+
+func (r Row) String() string { return r.Start.UTC().Format(time.RFC3339) + " " + r.Dims + " => " + r.Measures }
+
+// ViewRows runs v's SQL over events (optionally restricted by where, a SQL
+// condition on the events) and returns its windows keyed by Key.
+func ViewRows(ctx context.Context, db *sql.DB, v *spec.View, where string) (map[string]Row, error) {
+	input := "events"
+	if where != "" {
+		input = "(SELECT * FROM events WHERE " + where + ")"
+	}
+	rows, err := db.QueryContext(ctx, v.SQL(input))
+	if err != nil {
+		return nil, fmt.Errorf("cannot compute view %s in the oracle: %w", v.Name, err)
+	}
+	defer rows.Close()
+	out := map[string]Row{}
+	n := 2 + len(v.GroupBy) + len(v.Measures)
+	for rows.Next() {
+		vals := make([]any, n)
+		ptrs := make([]any, n)
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, err
+		}
+		start := vals[0].(time.Time)
+		dims := make([]string, len(v.GroupBy))
+		for i := range v.GroupBy {
+			dims[i] = Render(vals[2+i])
+		}
+		ms := make([]string, len(v.Measures))
+		for i := range v.Measures {
+			ms[i] = Render(vals[2+len(v.GroupBy)+i])
+		}
+		r := Row{Start: start, Dims: strings.Join(dims, "|"), Measures: strings.Join(ms, "|")}
+		out[Key(start, r.Dims)] = r
+	}
+	return out, rows.Err()
+}
+
+// Key identifies a window of a view.
+func Key(start time.Time, dims string) string { return start.UTC().Format(time.RFC3339Nano) + "/" + dims }
+
+// Render prints a value the same way for DuckDB's and tideline's output.
+func Render(x any) string {
+	switch x := x.(type) {
+	case nil:
+		return "NULL"
+	case string:
+		return fmt.Sprintf("%q", x)
+	case time.Time:
+		return x.UTC().Format(time.RFC3339Nano)
+	}
+	return fmt.Sprint(x)
+}
+
+// Diff describes how got differs from want, or "" when they are equal.
+func Diff(got, want map[string]Row) string {
+	var lines []string
+	for k, w := range want {
+		g, ok := got[k]
+		switch {
+		case !ok:
+			lines = append(lines, "missing "+w.String())
+		case g.Measures != w.Measures:
+			lines = append(lines, "differs "+w.String()+" got "+g.Measures)
+		}
+	}
+	for k, g := range got {
+		if _, ok := want[k]; !ok {
+			lines = append(lines, "extra   "+g.String())
+		}
+	}
+	sort.Strings(lines)
+	if len(lines) > 10 {
+		lines = append(lines[:10], fmt.Sprintf("... and %d more", len(lines)-10))
+	}
+	return strings.Join(lines, "\n")
+}

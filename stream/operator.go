@@ -1,0 +1,314 @@
+package stream
+
+import (
+	"encoding/binary"
+	"hash/fnv"
+	"math"
+	"slices"
+	"strconv"
+	"time"
+
+	"tideline/spec"
+)
+
+// Outcome is what the operator did with one message.
+type Outcome int
+
+// The outcomes of Apply.
+const (
+	Applied   Outcome = iota // counted in at least one window
+	Invalid                  // failed the contract; goes to the dead-letter stream
+	Duplicate                // its id was seen in an open window already
+	Late                     // every window it belongs to had closed
+	Filtered                 // no view's filter kept it
+)
+
+// Update is a window's current value, emitted when it changes or closes.
+type Update struct {
+	View     *spec.View
+	Start    int64 // UTC microseconds
+	Dims     []spec.Value
+	Measures []spec.Value
+	Final    bool
+}
+
+// window is one open window of one group.
+type window struct {
+	dims  []spec.Value
+	acc   spec.Accumulator
+	dirty bool
+}
+
+type viewState struct {
+	v       *spec.View
+	windows map[int64]map[string]*window // start -> dims key -> window
+	dirty   []*dirtyRef
+	row     spec.Row
+	starts  []int64
+	late    uint64
+	horizon int64 // size + lateness, microseconds
+}
+
+type dirtyRef struct {
+	start int64
+	key   string
+	w     *window
+}
+
+// Operator is the speed layer's pure state machine for one stream: it
+// validates events, tracks the watermark, folds events into the windows of
+// every view of the stream, and says which windows changed or closed. It
+// does no I/O and is not safe for concurrent use; Processor drives it.
+//
+// Event time semantics: the watermark is the largest event time seen minus
+// the stream's out-of-orderness bound. A window [start, end) of a view closes
+// once the watermark reaches end + the view's lateness; an event whose
+// windows have all closed is late and left for the batch layer. An event
+// whose id was already applied, while a window holding it is still open, is
+// a duplicate and not counted again.
+type Operator struct {
+	st    *spec.Stream
+	views []*viewState
+	ooo   int64 // out-of-orderness, microseconds
+
+	Seq       uint64 // last stream sequence applied
+	MaxEvent  int64  // largest event time seen, UTC microseconds
+	Watermark int64
+
+	// seen remembers applied ids until no window holding them is open.
+	seen       map[string]int64
+	seenByTime map[int64][]string // event-time second -> ids
+	forget     int64              // ids are kept this long after their event time
+
+	keyBuf []byte
+}
+
+// NewOperator returns the empty state for the stream and its views.
+func NewOperator(st *spec.Stream) *Operator {
+	op := &Operator{
+		st: st, ooo: st.OutOfOrderness.Microseconds(),
+		MaxEvent: math.MinInt64, Watermark: math.MinInt64,
+		seen: map[string]int64{}, seenByTime: map[int64][]string{},
+	}
+	for _, v := range st.Views {
+		vs := &viewState{v: v, windows: map[int64]map[string]*window{}, horizon: (v.Size + v.Lateness).Microseconds()}
+		op.views = append(op.views, vs)
+		op.forget = max(op.forget, vs.horizon)
+	}
+	return op
+}
+
+// Apply processes one message. received is the broker's timestamp.
+func (op *Operator) Apply(data []byte, seq uint64, received time.Time) (Outcome, error) {
+	if seq > op.Seq {
+		op.Seq = seq
+	}
+	ev, err := op.st.Contract.Decode(data, received)
+	if err != nil {
+		return Invalid, err
+	}
+	return op.ApplyEvent(ev), nil
+}
+
+// ApplyEvent folds a valid event into every view.
+func (op *Operator) ApplyEvent(ev spec.Event) Outcome {
+	c := op.st.Contract
+	ts := ev.Values[c.Time].Int
+	id := idKey(ev.Values[c.ID], c.Fields[c.ID].Type)
+	if _, dup := op.seen[id]; dup {
+		return Duplicate
+	}
+	if ts > op.MaxEvent {
+		op.MaxEvent = ts
+		if wm := ts - op.ooo; wm > op.Watermark {
+			op.Watermark = wm
+		}
+	}
+	applied, late := false, false
+	for _, vs := range op.views {
+		row, keep := vs.v.PrepareInto(vs.row, ev)
+		vs.row = row
+		if !keep {
+			continue
+		}
+		vs.starts = vs.v.Assign(ts, vs.starts[:0])
+		key, here := "", false
+		for _, start := range vs.starts {
+			if op.closed(vs, start) {
+				continue
+			}
+			if key == "" {
+				key = op.dimsKey(vs.v, row)
+			}
+			op.add(vs, start, key, row)
+			here = true
+		}
+		if here {
+			applied = true
+		} else {
+			vs.late++
+			late = true
+		}
+	}
+	if !applied {
+		if late {
+			return Late
+		}
+		return Filtered
+	}
+	op.seen[id] = ts
+	sec := ts / 1e6
+	op.seenByTime[sec] = append(op.seenByTime[sec], id)
+	return Applied
+}
+
+// closed reports whether the window starting at start has closed.
+func (op *Operator) closed(vs *viewState, start int64) bool {
+	return op.Watermark != math.MinInt64 && start+vs.horizon <= op.Watermark
+}
+
+func (op *Operator) add(vs *viewState, start int64, key string, row spec.Row) {
+	groups := vs.windows[start]
+	if groups == nil {
+		groups = map[string]*window{}
+		vs.windows[start] = groups
+	}
+	w := groups[key]
+	if w == nil {
+		w = &window{dims: vs.v.Dims(row), acc: vs.v.NewAccumulator()}
+		groups[key] = w
+	}
+	vs.v.Add(w.acc, row)
+	if !w.dirty {
+		w.dirty = true
+		vs.dirty = append(vs.dirty, &dirtyRef{start: start, key: key, w: w})
+	}
+}
+
+// dimsKey encodes a row's group-by values as a map key.
+func (op *Operator) dimsKey(v *spec.View, row spec.Row) string {
+	b := op.keyBuf[:0]
+	for _, c := range v.GroupBy {
+		x := row[c.Index]
+		if x.Null {
+			b = append(b, 0)
+			continue
+		}
+		b = append(b, 1)
+		switch c.Type {
+		case spec.TypeString:
+			b = binary.AppendUvarint(b, uint64(len(x.Str)))
+			b = append(b, x.Str...)
+		case spec.TypeBool:
+			if x.Bool {
+				b = append(b, 1)
+			} else {
+				b = append(b, 0)
+			}
+		default:
+			b = binary.AppendVarint(b, x.Int)
+		}
+	}
+	op.keyBuf = b
+	return string(b)
+}
+
+func idKey(v spec.Value, t spec.Type) string {
+	if t == spec.TypeInt {
+		return strconv.FormatInt(v.Int, 10)
+	}
+	return v.Str
+}
+
+// Tick advances the watermark on idle: once no event has arrived for the
+// stream's idle timeout, event time is taken to pass with wall time since
+// the last arrival. lastArrival is the wall time of the last event.
+func (op *Operator) Tick(now, lastArrival time.Time) {
+	idle := now.Sub(lastArrival)
+	if op.MaxEvent == math.MinInt64 || idle < op.st.IdleTimeout {
+		return
+	}
+	if wm := op.MaxEvent + idle.Microseconds() - op.ooo; wm > op.Watermark {
+		op.Watermark = wm
+	}
+}
+
+// Drain returns the updates since the last Drain: every changed open window,
+// and a final update for every window the watermark has closed, which it
+// then forgets. It also forgets ids no open window can hold.
+func (op *Operator) Drain(out []Update) []Update {
+	for _, vs := range op.views {
+		for _, d := range vs.dirty {
+			d.w.dirty = false
+			if op.closed(vs, d.start) {
+				continue // reported below as final
+			}
+			out = append(out, Update{View: vs.v, Start: d.start, Dims: d.w.dims, Measures: vs.v.Values(d.w.acc)})
+		}
+		vs.dirty = vs.dirty[:0]
+		var closing []int64
+		for start := range vs.windows {
+			if op.closed(vs, start) {
+				closing = append(closing, start)
+			}
+		}
+		slices.Sort(closing)
+		for _, start := range closing {
+			for _, w := range vs.windows[start] {
+				out = append(out, Update{View: vs.v, Start: start, Dims: w.dims, Measures: vs.v.Values(w.acc), Final: true})
+			}
+			delete(vs.windows, start)
+		}
+	}
+	if op.Watermark != math.MinInt64 {
+		for sec, ids := range op.seenByTime {
+			if (sec+1)*1e6+op.forget <= op.Watermark {
+				for _, id := range ids {
+					delete(op.seen, id)
+				}
+				delete(op.seenByTime, sec)
+			}
+		}
+	}
+	return out
+}
+
+// OpenWindows counts the windows held in memory.
+func (op *Operator) OpenWindows() int {
+	n := 0
+	for _, vs := range op.views {
+		for _, g := range vs.windows {
+			n += len(g)
+		}
+	}
+	return n
+}
+
+// LateEvents returns late events counted per view since the start.
+func (op *Operator) LateEvents() map[string]uint64 {
+	out := map[string]uint64{}
+	for _, vs := range op.views {
+		out[vs.v.Name] = vs.late
+	}
+	return out
+}
+
+// DimsHash is a short stable name for a group, used in KV keys.
+func DimsHash(dims []spec.Value) string {
+	h := fnv.New64a()
+	var b [8]byte
+	for _, d := range dims {
+		if d.Null {
+			h.Write([]byte{0})
+			continue
+		}
+		h.Write([]byte{1})
+		h.Write([]byte(d.Str))
+		binary.LittleEndian.PutUint64(b[:], uint64(d.Int))
+		h.Write(b[:])
+		if d.Bool {
+			h.Write([]byte{1})
+		}
+	}
+	return strconv.FormatUint(h.Sum64(), 16)
+}

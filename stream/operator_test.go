@@ -1,0 +1,160 @@
+package stream
+
+import (
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+
+func payment(id string, at time.Duration, merchant string, amount string) []byte {
+	return fmt.Appendf(nil, `{"payment_id":%q,"ts":%q,"card_id":"c1","merchant_id":%q,"country":"US","amount":%q,"currency":"USD","channel":"pos"}`,
+		id, t0.Add(at).Format(time.RFC3339Nano), merchant, amount)
+}
+
+func TestOperatorWindowsAndWatermark(t *testing.T) {
+	s := fastSpec(t)
+	op := NewOperator(s.Stream("payments"))
+	seq := uint64(0)
+	apply := func(data []byte) Outcome {
+		seq++
+		out, err := op.Apply(data, seq, t0)
+		if out == Invalid && err == nil {
+			t.Fatal("invalid without an error")
+		}
+		return out
+	}
+	// merchant_minute is now 5s tumbling with 1s lateness; ooo bound 500ms.
+	if got := apply(payment("a", 1*time.Second, "m1", "10.00")); got != Applied {
+		t.Fatalf("first event: %v", got)
+	}
+	if got := apply(payment("b", 2*time.Second, "m1", "5.50")); got != Applied {
+		t.Fatalf("second: %v", got)
+	}
+	if got := apply(payment("a", 2*time.Second, "m1", "10.00")); got != Duplicate {
+		t.Fatalf("same id again: %v, want Duplicate", got)
+	}
+	if got := apply([]byte(`{"payment_id":"x"}`)); got != Invalid {
+		t.Fatalf("invalid: %v", got)
+	}
+	// Out of order within the bound: still applied.
+	apply(payment("c", 6500*time.Millisecond, "m2", "1.00"))
+	if got := apply(payment("d", 6100*time.Millisecond, "m1", "2.00")); got != Applied {
+		t.Fatalf("out of order within bound: %v", got)
+	}
+	// Watermark now 6.0s; window [0,5s) closes at 6.0s: a new event in it is late.
+	if op.Watermark != t0.Add(6*time.Second).UnixMicro() {
+		t.Fatalf("watermark %v, want t0+6s", time.UnixMicro(op.Watermark).UTC())
+	}
+	if got := apply(payment("e", 4*time.Second, "m1", "3.00")); got != Applied {
+		// Still applied: card_5m's hopping window [0,10s) is open.
+		t.Fatalf("event in a closed tumbling window but an open hopping one: %v", got)
+	}
+	if n := op.LateEvents()["merchant_minute"]; n != 1 {
+		t.Errorf("merchant_minute counted %d late events, want 1", n)
+	}
+	apply(payment("f", 20*time.Second, "m3", "1.00")) // moves the watermark to 19.5s
+	if got := apply(payment("g", 1*time.Second, "m1", "1.00")); got != Late {
+		t.Fatalf("event whose every window closed: %v, want Late", got)
+	}
+	updates := op.Drain(nil)
+	finals := map[string]string{}
+	for _, u := range updates {
+		if u.Final && u.View.Name == "merchant_minute" {
+			finals[fmt.Sprintf("%s %v", time.UnixMicro(u.Start).UTC().Format("15:04:05"), u.Dims[0].Str)] = fmt.Sprint(u.Measures[0].Int, " ", u.Measures[1].Int)
+		}
+	}
+	want := map[string]string{"12:00:00 m1": "2 1550", "12:00:05 m1": "1 200", "12:00:05 m2": "1 100"}
+	if fmt.Sprint(finals) != fmt.Sprint(want) {
+		t.Errorf("final merchant_minute windows %v, want %v", finals, want)
+	}
+	// Only the window holding the event at 20s stays open for that view.
+	for _, u := range op.Windows("merchant_minute") {
+		if time.UnixMicro(u.Start).UTC() != t0.Add(20*time.Second) {
+			t.Errorf("window at %v still open", time.UnixMicro(u.Start).UTC())
+		}
+	}
+	// Ids of closed windows are forgotten; a later event with id "a" and an
+	// old time is late, not a duplicate.
+	if _, ok := op.seen["a"]; ok {
+		t.Error("id a is still remembered after every window holding it closed")
+	}
+}
+
+func TestOperatorIdleAdvance(t *testing.T) {
+	s := fastSpec(t)
+	op := NewOperator(s.Stream("payments"))
+	op.Apply(payment("a", time.Second, "m1", "1.00"), 1, t0)
+	arrival := time.Now()
+	op.Tick(arrival.Add(100*time.Millisecond), arrival) // under the 200ms idle timeout
+	if op.Watermark != t0.Add(500*time.Millisecond).UnixMicro() {
+		t.Fatalf("watermark moved before the idle timeout: %v", time.UnixMicro(op.Watermark).UTC())
+	}
+	op.Tick(arrival.Add(12*time.Second), arrival)
+	if len(op.Windows("merchant_minute")) != 1 {
+		t.Fatal("window gone before Drain")
+	}
+	finals := 0
+	for _, u := range op.Drain(nil) {
+		if u.Final {
+			finals++
+		}
+	}
+	if finals != 4 || op.OpenWindows() != 0 {
+		t.Errorf("after idling past every window: %d finals, %d open windows; want 4 (3 tumbling + ... ) and 0", finals, op.OpenWindows())
+	}
+}
+
+// TestOperatorCheckpointResume splits a run at every point with a
+// checkpoint and restore, and gets the same final windows as without.
+func TestOperatorCheckpointResume(t *testing.T) {
+	s := fastSpec(t)
+	var events [][]byte
+	for i := range 60 {
+		at := time.Duration(i) * 300 * time.Millisecond
+		if i%7 == 3 {
+			at -= 400 * time.Millisecond // out of order
+		}
+		events = append(events, payment(fmt.Sprint("p", i%50), at, fmt.Sprint("m", i%3), fmt.Sprintf("%d.25", i)))
+	}
+	run := func(split int) string {
+		op := NewOperator(s.Stream("payments"))
+		var finals []string
+		collect := func() {
+			for _, u := range op.Drain(nil) {
+				if u.Final {
+					finals = append(finals, fmt.Sprint(u.View.Name, u.Start, u.Dims, u.Measures))
+				}
+			}
+		}
+		for i, e := range events {
+			if i == split {
+				collect()
+				data, err := op.Checkpoint()
+				if err != nil {
+					t.Fatal(err)
+				}
+				op = NewOperator(s.Stream("payments"))
+				if err := op.Restore(data); err != nil {
+					t.Fatal(err)
+				}
+			}
+			op.Apply(e, uint64(i+1), t0)
+			if i%5 == 0 {
+				collect()
+			}
+		}
+		op.Tick(time.Now().Add(time.Minute), time.Now())
+		collect()
+		sort.Strings(finals)
+		return fmt.Sprint(finals)
+	}
+	want := run(-1)
+	for split := range len(events) {
+		if got := run(split); got != want {
+			t.Fatalf("resumed at event %d:\n got %s\nwant %s", split, got, want)
+		}
+	}
+}

@@ -1,0 +1,365 @@
+package stream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"tideline/spec"
+)
+
+// ProcessorOptions tune a Processor.
+type ProcessorOptions struct {
+	// FlushEvery is how often changed windows are published (default 50ms).
+	FlushEvery time.Duration
+	// CheckpointEvery and CheckpointEvents bound the work lost in a crash:
+	// a checkpoint is taken after either, whichever comes first
+	// (defaults 1s and 100,000 events).
+	CheckpointEvery  time.Duration
+	CheckpointEvents int
+	Log              *slog.Logger
+	Metrics          *Metrics
+}
+
+func (o *ProcessorOptions) defaults() {
+	if o.FlushEvery <= 0 {
+		o.FlushEvery = 50 * time.Millisecond
+	}
+	if o.CheckpointEvery <= 0 {
+		o.CheckpointEvery = time.Second
+	}
+	if o.CheckpointEvents <= 0 {
+		o.CheckpointEvents = 100_000
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+}
+
+// Processor runs the speed layer for one stream: it consumes the JetStream
+// stream in order from its last checkpoint, feeds the Operator, dead-letters
+// invalid events, publishes window updates and checkpoints state together
+// with the last applied sequence, so a restart resumes without double
+// counting.
+type Processor struct {
+	st   *spec.Stream
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	o    ProcessorOptions
+	ckpt *checkpointStore
+	log  *slog.Logger
+
+	mu          sync.Mutex // guards op and the fields below
+	op          *Operator
+	lastArrival time.Time
+	sinceCkpt   int
+	pending     uint64
+	updates     []Update
+	fatal       error
+
+	lateReported map[string]uint64 // late counts already added to metrics; flush only
+}
+
+// NewProcessor returns a processor for st; Setup must have run.
+func NewProcessor(nc *nats.Conn, js jetstream.JetStream, st *spec.Stream, o ProcessorOptions) *Processor {
+	o.defaults()
+	return &Processor{st: st, nc: nc, js: js, o: o, op: NewOperator(st), log: o.Log.With("stream", st.Name), lateReported: map[string]uint64{}}
+}
+
+// Run processes until ctx ends or a fatal error, then takes a last
+// checkpoint.
+func (p *Processor) Run(ctx context.Context) error {
+	kv, err := p.js.KeyValue(ctx, CheckpointBucket)
+	if err != nil {
+		return fmt.Errorf("cannot open checkpoint bucket %s (run `tideline stream` setup first): %w", CheckpointBucket, err)
+	}
+	p.ckpt = &checkpointStore{kv: kv, key: p.st.Name}
+	data, err := p.ckpt.load(ctx)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		p.log.Info("no checkpoint; starting from the beginning of the stream")
+	case err != nil:
+		return err
+	default:
+		if err := p.op.Restore(data); err != nil {
+			return err
+		}
+		p.log.Info("restored checkpoint", "seq", p.op.Seq, "open_windows", p.op.OpenWindows())
+	}
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if p.op.Seq > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, p.op.Seq+1
+	}
+	cons, err := p.js.OrderedConsumer(ctx, StreamName(p.st), cfg)
+	if err != nil {
+		return fmt.Errorf("cannot consume stream %s: %w", StreamName(p.st), err)
+	}
+	p.lastArrival = time.Now()
+	cc, err := cons.Consume(p.handle, jetstream.PullMaxMessages(2048),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			p.log.Warn("consumer error; the client reconnects by itself", "err", err)
+		}))
+	if err != nil {
+		return fmt.Errorf("cannot consume stream %s: %w", StreamName(p.st), err)
+	}
+	flush := time.NewTicker(p.o.FlushEvery)
+	defer flush.Stop()
+	lastCkpt := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			cc.Drain()
+			<-cc.Closed()
+			p.flush(context.Background())
+			return p.checkpoint(context.Background())
+		case now := <-flush.C:
+			if err := p.flush(ctx); err != nil {
+				cc.Stop()
+				return err
+			}
+			p.mu.Lock()
+			due := now.Sub(lastCkpt) >= p.o.CheckpointEvery || p.sinceCkpt >= p.o.CheckpointEvents
+			fatal := p.fatal
+			p.mu.Unlock()
+			if fatal != nil {
+				cc.Stop()
+				return fatal
+			}
+			if due {
+				if err := p.checkpoint(ctx); err != nil {
+					p.log.Warn("checkpoint failed; will retry", "err", err)
+				} else {
+					lastCkpt = now
+				}
+			}
+		}
+	}
+}
+
+func (p *Processor) handle(msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		p.log.Error("message without JetStream metadata", "subject", msg.Subject(), "err", err)
+		return
+	}
+	now := time.Now()
+	p.mu.Lock()
+	outcome, verr := p.op.Apply(msg.Data(), meta.Sequence.Stream, meta.Timestamp)
+	p.lastArrival = now
+	p.sinceCkpt++
+	p.pending = meta.NumPending
+	p.mu.Unlock()
+	if m := p.o.Metrics; m != nil {
+		m.Events.WithLabelValues(p.st.Name, outcomeName[outcome]).Inc()
+		m.Latency.WithLabelValues(p.st.Name).Observe(now.Sub(meta.Timestamp).Seconds())
+	}
+	if outcome == Invalid {
+		if err := p.deadLetter(msg.Subject(), msg.Data(), meta.Sequence.Stream, verr); err != nil {
+			p.mu.Lock()
+			p.fatal = err
+			p.mu.Unlock()
+		}
+	}
+}
+
+var outcomeName = map[Outcome]string{Applied: "applied", Invalid: "invalid", Duplicate: "duplicate", Late: "late", Filtered: "filtered"}
+
+// deadLetter publishes an invalid message, unchanged, to the stream's
+// dead-letter stream. The message id makes a replay after a crash publish
+// it once.
+func (p *Processor) deadLetter(subject string, data []byte, seq uint64, reason error) error {
+	m := nats.NewMsg(DLQSubject(p.st))
+	m.Data = data
+	m.Header.Set(DLQHeaderReason, reason.Error())
+	m.Header.Set(DLQHeaderStream, p.st.Name)
+	m.Header.Set(DLQHeaderSeq, strconv.FormatUint(seq, 10))
+	m.Header.Set(DLQHeaderSubject, subject)
+	m.Header.Set(DLQHeaderSource, "stream")
+	if _, err := p.js.PublishMsgAsync(m, jetstream.WithMsgID(p.st.Name+":"+strconv.FormatUint(seq, 10))); err != nil {
+		return fmt.Errorf("cannot dead-letter sequence %d of stream %s: %w", seq, p.st.Name, err)
+	}
+	if p.o.Metrics != nil {
+		p.o.Metrics.DeadLettered.WithLabelValues(p.st.Name, "stream").Inc()
+	}
+	return nil
+}
+
+// flush advances the watermark on idle and publishes every changed window:
+// to the view's KV bucket (current value) and its subject (live readers).
+func (p *Processor) flush(ctx context.Context) error {
+	p.mu.Lock()
+	p.op.Tick(time.Now(), p.lastArrival)
+	p.updates = p.op.Drain(p.updates[:0])
+	wm, open, pending := p.op.Watermark, p.op.OpenWindows(), p.pending
+	late := p.op.LateEvents()
+	updates := p.updates // Values copied the measures; dims never change
+	p.mu.Unlock()
+	for i := range updates {
+		u := &updates[i]
+		data, err := u.JSON(wm)
+		if err != nil {
+			return err
+		}
+		if _, err := p.js.PublishAsync("$KV."+ViewBucket(u.View.Name)+"."+u.Key(), data); err != nil {
+			return fmt.Errorf("cannot publish update of view %s: %w", u.View.Name, err)
+		}
+		if err := p.nc.Publish(ViewSubject(u.View.Name), data); err != nil {
+			return fmt.Errorf("cannot publish update of view %s: %w", u.View.Name, err)
+		}
+		if p.o.Metrics != nil {
+			p.o.Metrics.Updates.WithLabelValues(u.View.Name, strconv.FormatBool(u.Final)).Inc()
+		}
+	}
+	if m := p.o.Metrics; m != nil {
+		if wm != math.MinInt64 {
+			m.WatermarkLag.WithLabelValues(p.st.Name).Set(time.Since(time.UnixMicro(wm)).Seconds())
+		}
+		m.OpenWindows.WithLabelValues(p.st.Name).Set(float64(open))
+		m.Pending.WithLabelValues(p.st.Name).Set(float64(pending))
+		for view, n := range late {
+			if n > p.lateReported[view] {
+				m.Late.WithLabelValues(view).Add(float64(n - p.lateReported[view]))
+				p.lateReported[view] = n
+			}
+		}
+	}
+	return nil
+}
+
+// checkpoint waits until every publish so far is acknowledged (updates and
+// dead letters), then stores the state with its sequence. Whatever was
+// applied after a checkpoint is applied again after a crash, and the
+// outputs it produced are idempotent.
+func (p *Processor) checkpoint(ctx context.Context) error {
+	start := time.Now()
+	p.mu.Lock()
+	p.updates = p.op.Drain(p.updates[:0])
+	pendingUpdates := len(p.updates)
+	data, err := p.op.Checkpoint()
+	seq := p.op.Seq
+	p.sinceCkpt = 0
+	p.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if pendingUpdates > 0 {
+		// Drain cleared the dirty marks; publish before recording progress.
+		if err := p.publishPending(ctx); err != nil {
+			return err
+		}
+	}
+	select {
+	case <-p.js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("cannot checkpoint stream %s: publishes not acknowledged after 30s", p.st.Name)
+	}
+	if err := p.ckpt.save(ctx, seq, data); err != nil {
+		return err
+	}
+	if m := p.o.Metrics; m != nil {
+		m.Checkpoint.WithLabelValues(p.st.Name).Observe(time.Since(start).Seconds())
+		m.CheckpointLen.WithLabelValues(p.st.Name).Set(float64(len(data)))
+	}
+	p.log.Debug("checkpoint", "seq", seq, "bytes", len(data), "took", time.Since(start))
+	return nil
+}
+
+func (p *Processor) publishPending(ctx context.Context) error {
+	p.mu.Lock()
+	wm := p.op.Watermark
+	updates := append([]Update(nil), p.updates...)
+	p.mu.Unlock()
+	for i := range updates {
+		u := &updates[i]
+		data, err := u.JSON(wm)
+		if err != nil {
+			return err
+		}
+		if _, err := p.js.PublishAsync("$KV."+ViewBucket(u.View.Name)+"."+u.Key(), data); err != nil {
+			return err
+		}
+		_ = p.nc.Publish(ViewSubject(u.View.Name), data)
+	}
+	return nil
+}
+
+// Operator exposes the processor's operator to f under its lock, for tests
+// and status.
+func (p *Processor) Operator(f func(*Operator)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f(p.op)
+}
+
+// checkpointStore keeps a checkpoint in a KV bucket as chunks in one of two
+// slots, alternating by generation, and switches generations with one
+// manifest write, so a reader sees the old checkpoint or the new one, never
+// a mix. Reusing two slots keeps the bucket's size bounded.
+type checkpointStore struct {
+	kv  jetstream.KeyValue
+	key string
+	gen uint64
+}
+
+type manifest struct {
+	Gen    uint64 `json:"gen"`
+	Chunks int    `json:"chunks"`
+	Seq    uint64 `json:"seq"`
+	Bytes  int    `json:"bytes"`
+}
+
+const chunkSize = 512 << 10
+
+func (c *checkpointStore) load(ctx context.Context) ([]byte, error) {
+	e, err := c.kv.Get(ctx, c.key)
+	if err != nil {
+		return nil, err
+	}
+	var m manifest
+	if err := json.Unmarshal(e.Value(), &m); err != nil {
+		return nil, fmt.Errorf("cannot parse checkpoint manifest %s in %s: %w; delete the key to start over from the beginning of the stream", c.key, CheckpointBucket, err)
+	}
+	c.gen = m.Gen
+	data := make([]byte, 0, m.Bytes)
+	for i := range m.Chunks {
+		ce, err := c.kv.Get(ctx, c.chunkKey(m.Gen, i))
+		if err != nil {
+			return nil, fmt.Errorf("cannot read checkpoint chunk %s: %w", c.chunkKey(m.Gen, i), err)
+		}
+		data = append(data, ce.Value()...)
+	}
+	return data, nil
+}
+
+func (c *checkpointStore) chunkKey(gen uint64, i int) string {
+	return fmt.Sprintf("%s.chunk.%d.%d", c.key, gen%2, i)
+}
+
+func (c *checkpointStore) save(ctx context.Context, seq uint64, data []byte) error {
+	gen := c.gen + 1
+	n := 0
+	for off := 0; off < len(data) || n == 0; off += chunkSize {
+		end := min(off+chunkSize, len(data))
+		if _, err := c.kv.Put(ctx, c.chunkKey(gen, n), data[off:end]); err != nil {
+			return fmt.Errorf("cannot store checkpoint of %s: %w", c.key, err)
+		}
+		n++
+	}
+	m, _ := json.Marshal(manifest{Gen: gen, Chunks: n, Seq: seq, Bytes: len(data)})
+	if _, err := c.kv.Put(ctx, c.key, m); err != nil {
+		return fmt.Errorf("cannot store checkpoint manifest of %s: %w", c.key, err)
+	}
+	c.gen = gen
+	return nil
+}

@@ -1,0 +1,121 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"tideline/spec"
+)
+
+// Names of the JetStream objects tideline keeps per stream and view.
+const (
+	// CheckpointBucket is the KV bucket holding processor checkpoints.
+	CheckpointBucket = "tl_checkpoints"
+	// DLQHeaderReason and friends are headers of dead-lettered messages.
+	DLQHeaderReason  = "Tl-Reason"
+	DLQHeaderStream  = "Tl-Stream"
+	DLQHeaderSeq     = "Tl-Seq"
+	DLQHeaderSubject = "Tl-Subject"
+	DLQHeaderSource  = "Tl-Source" // "stream" (the processor) or "http" (ingest)
+)
+
+// StreamName is the JetStream stream of a spec stream.
+func StreamName(st *spec.Stream) string { return st.Name }
+
+// DLQStreamName is the dead-letter stream of a spec stream.
+func DLQStreamName(st *spec.Stream) string { return st.Name + "_dlq" }
+
+// DLQSubject is the subject invalid events of a stream are published to.
+func DLQSubject(st *spec.Stream) string { return "tl.dlq." + st.Name }
+
+// ViewSubject carries every window update of a view, for live readers.
+func ViewSubject(view string) string { return "tl.views." + view }
+
+// ViewBucket is the KV bucket holding the current value of each recent
+// window of a view.
+func ViewBucket(view string) string { return "tl_view_" + view }
+
+// SetupOptions tune Setup.
+type SetupOptions struct {
+	// ViewTTL is how long a window's value stays in its view bucket after
+	// its last update (default 24h).
+	ViewTTL time.Duration
+	// Replicas of every stream and bucket (default 1; 3 on a cluster).
+	Replicas int
+}
+
+// Setup creates or updates, idempotently, the JetStream stream and
+// dead-letter stream of every spec stream, the checkpoint bucket and a KV
+// bucket per view.
+func Setup(ctx context.Context, js jetstream.JetStream, s *spec.Spec, o SetupOptions) error {
+	if o.ViewTTL == 0 {
+		o.ViewTTL = 24 * time.Hour
+	}
+	o.Replicas = max(o.Replicas, 1)
+	for _, st := range s.Streams {
+		cfg := jetstream.StreamConfig{
+			Name:        StreamName(st),
+			Description: "tideline stream " + st.Name,
+			Subjects:    st.Subjects,
+			Storage:     jetstream.FileStorage,
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			MaxAge:      st.Retention.MaxAge,
+			MaxBytes:    orUnlimited(st.Retention.MaxBytes),
+			MaxMsgs:     orUnlimited(st.Retention.MaxMsgs),
+			Duplicates:  st.DedupWindow,
+			Replicas:    o.Replicas,
+		}
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return streamErr(st.Name, st.Subjects, err)
+		}
+		dlq := jetstream.StreamConfig{
+			Name:        DLQStreamName(st),
+			Description: "invalid events of tideline stream " + st.Name + ", with the reason in the Tl-Reason header",
+			Subjects:    []string{DLQSubject(st)},
+			Storage:     jetstream.FileStorage,
+			MaxAge:      st.Retention.MaxAge,
+			// Processors re-publish after a crash under the same message
+			// id; the window only has to outlast a restart.
+			Duplicates: time.Hour,
+			Replicas:   o.Replicas,
+		}
+		if _, err := js.CreateOrUpdateStream(ctx, dlq); err != nil {
+			return streamErr(dlq.Name, dlq.Subjects, err)
+		}
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: CheckpointBucket, Description: "tideline speed-layer checkpoints", Storage: jetstream.FileStorage, Replicas: o.Replicas,
+	}); err != nil {
+		return fmt.Errorf("cannot create KV bucket %s: %w", CheckpointBucket, err)
+	}
+	for _, v := range s.Views {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: ViewBucket(v.Name), Description: "current windows of tideline view " + v.Name,
+			Storage: jetstream.FileStorage, TTL: o.ViewTTL, Replicas: o.Replicas,
+		}); err != nil {
+			return fmt.Errorf("cannot create KV bucket %s: %w", ViewBucket(v.Name), err)
+		}
+	}
+	return nil
+}
+
+func orUnlimited(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
+}
+
+func streamErr(name string, subjects []string, err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && strings.Contains(strings.ToLower(apiErr.Description), "overlap") {
+		return fmt.Errorf("cannot create stream %s with subjects %s: another JetStream stream already takes some of them (%s); change the subjects in the spec, or remove the other stream", name, strings.Join(subjects, ","), apiErr.Description)
+	}
+	return fmt.Errorf("cannot create or update stream %s: %w", name, err)
+}

@@ -1,0 +1,135 @@
+package stream
+
+import (
+	"bytes"
+	"encoding/gob"
+	"fmt"
+	"sort"
+
+	"github.com/klauspost/compress/zstd"
+
+	"tideline/spec"
+)
+
+// state is an Operator's checkpoint: everything needed to resume as if the
+// process had never stopped, tied to the last sequence applied.
+type state struct {
+	Stream    string
+	Seq       uint64
+	MaxEvent  int64
+	Watermark int64
+	Views     []viewSnapshot
+	SeenIDs   []string
+	SeenTimes []int64
+}
+
+type viewSnapshot struct {
+	Name    string
+	Late    uint64
+	Windows []windowSnapshot
+}
+
+type windowSnapshot struct {
+	Start int64
+	Dims  []spec.Value
+	Acc   spec.Accumulator
+}
+
+var (
+	zenc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest))
+	zdec, _ = zstd.NewReader(nil)
+)
+
+// Checkpoint encodes the operator's state (compressed). Call it after Drain,
+// so no update is pending.
+func (op *Operator) Checkpoint() ([]byte, error) {
+	s := state{Stream: op.st.Name, Seq: op.Seq, MaxEvent: op.MaxEvent, Watermark: op.Watermark}
+	for _, vs := range op.views {
+		snap := viewSnapshot{Name: vs.v.Name, Late: vs.late}
+		for start, groups := range vs.windows {
+			for _, w := range groups {
+				snap.Windows = append(snap.Windows, windowSnapshot{Start: start, Dims: w.dims, Acc: w.acc})
+			}
+		}
+		s.Views = append(s.Views, snap)
+	}
+	s.SeenIDs = make([]string, 0, len(op.seen))
+	s.SeenTimes = make([]int64, 0, len(op.seen))
+	for id, ts := range op.seen {
+		s.SeenIDs = append(s.SeenIDs, id)
+		s.SeenTimes = append(s.SeenTimes, ts)
+	}
+	var buf bytes.Buffer
+	if err := gob.NewEncoder(&buf).Encode(&s); err != nil {
+		return nil, fmt.Errorf("cannot encode checkpoint of stream %s: %w", op.st.Name, err)
+	}
+	return zenc.EncodeAll(buf.Bytes(), nil), nil
+}
+
+// Restore replaces the operator's state with a checkpoint's.
+func (op *Operator) Restore(data []byte) error {
+	raw, err := zdec.DecodeAll(data, nil)
+	if err != nil {
+		return fmt.Errorf("cannot decompress checkpoint of stream %s: %w", op.st.Name, err)
+	}
+	var s state
+	if err := gob.NewDecoder(bytes.NewReader(raw)).Decode(&s); err != nil {
+		return fmt.Errorf("cannot decode checkpoint of stream %s: %w", op.st.Name, err)
+	}
+	if s.Stream != op.st.Name {
+		return fmt.Errorf("cannot restore checkpoint of stream %s into stream %s", s.Stream, op.st.Name)
+	}
+	fresh := NewOperator(op.st)
+	fresh.Seq, fresh.MaxEvent, fresh.Watermark = s.Seq, s.MaxEvent, s.Watermark
+	byName := map[string]*viewState{}
+	for _, vs := range fresh.views {
+		byName[vs.v.Name] = vs
+	}
+	for _, snap := range s.Views {
+		vs := byName[snap.Name]
+		if vs == nil {
+			continue // a view removed from the spec since
+		}
+		vs.late = snap.Late
+		for _, w := range snap.Windows {
+			if len(w.Acc) != len(vs.v.Measures) || len(w.Dims) != len(vs.v.GroupBy) {
+				return fmt.Errorf("cannot restore view %s of stream %s: its measures or group-by changed since the checkpoint; delete the checkpoint to start the view afresh", snap.Name, op.st.Name)
+			}
+			groups := vs.windows[w.Start]
+			if groups == nil {
+				groups = map[string]*window{}
+				vs.windows[w.Start] = groups
+			}
+			row := make(spec.Row, len(vs.v.Columns))
+			for i, c := range vs.v.GroupBy {
+				row[c.Index] = w.Dims[i]
+			}
+			groups[fresh.dimsKey(vs.v, row)] = &window{dims: w.Dims, acc: w.Acc}
+		}
+	}
+	for i, id := range s.SeenIDs {
+		ts := s.SeenTimes[i]
+		fresh.seen[id] = ts
+		fresh.seenByTime[ts/1e6] = append(fresh.seenByTime[ts/1e6], id)
+	}
+	*op = *fresh
+	return nil
+}
+
+// Windows lists the open windows of a view, ordered by start, for tests and
+// status pages.
+func (op *Operator) Windows(view string) []Update {
+	var out []Update
+	for _, vs := range op.views {
+		if vs.v.Name != view {
+			continue
+		}
+		for start, groups := range vs.windows {
+			for _, w := range groups {
+				out = append(out, Update{View: vs.v, Start: start, Dims: w.dims, Measures: vs.v.Values(w.acc)})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Start < out[j].Start })
+	return out
+}
