@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"tideline/spec"
 )
 
@@ -33,4 +35,8 @@ func fastSpec(t testing.TB) *spec.Spec {
 		t.Fatal(err)
 	}
 	return s
+}
+
+func jetstreamConfig(name string, subjects ...string) jetstream.StreamConfig {
+	return jetstream.StreamConfig{Name: name, Subjects: subjects}
 }

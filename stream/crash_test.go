@@ -1,0 +1,115 @@
+package stream
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"tideline/examples/payments"
+)
+
+// buildTideline builds the tideline binary for tests that run it as a
+// separate process.
+func buildTideline(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "tideline")
+	cmd := exec.Command("go", "build", "-o", bin, "../cmd/tideline")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("cannot build tideline: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// startStream runs `tideline stream` as a child process that dies with the
+// test.
+func startStream(t *testing.T, bin, natsURL, specPath, logPath string) *exec.Cmd {
+	t.Helper()
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "stream", "--nats", natsURL, "--spec", specPath, "--http", "127.0.0.1:0", "--checkpoint-every", "200ms")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		logf.Close()
+	})
+	return cmd
+}
+
+// TestCrashResumesExactly kills -9 the real `tideline stream` process in the
+// middle of a run, restarts it, and gets the oracle's answer: nothing lost,
+// nothing counted twice, every invalid event dead-lettered once.
+func TestCrashResumesExactly(t *testing.T) {
+	ns, _, js := natsForTest(t)
+	ctx := t.Context()
+	bin := buildTideline(t)
+	dir := t.TempDir()
+	specPath := filepath.Join(dir, "tideline.yaml")
+	if err := os.WriteFile(specPath, []byte(fastSpecYAML(t)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := fastSpec(t)
+	st := s.Stream("payments")
+	if err := Setup(ctx, js, s, SetupOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out.ndjson")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	genDone := make(chan error, 1)
+	var stats GenStats
+	go func() {
+		var err error
+		stats, err = Generate(context.Background(), js, st, payments.Payment,
+			GenOptions{Rate: 8000, Count: 40000, OOO: 0.05, Dup: 0.01, Invalid: 0.005, Seed: 11, Start: genStart, Out: f})
+		genDone <- err
+	}()
+	logPath := filepath.Join(dir, "stream.log")
+	proc := startStream(t, bin, ns.URL, specPath, logPath)
+	time.Sleep(2500 * time.Millisecond)
+	if err := proc.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = proc.Wait()
+	ckpt, err := js.KeyValue(ctx, CheckpointBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := ckpt.Get(ctx, st.Name)
+	if err != nil {
+		t.Fatalf("no checkpoint was written before the kill: %v", err)
+	}
+	var m manifest
+	if err := json.Unmarshal(e.Value(), &m); err != nil || m.Seq == 0 || m.Seq >= 40000 {
+		t.Fatalf("checkpoint at the kill is at sequence %d (%v); the kill should land mid-run", m.Seq, err)
+	}
+	t.Logf("killed with the checkpoint at sequence %d", m.Seq)
+	time.Sleep(500 * time.Millisecond)
+	startStream(t, bin, ns.URL, specPath, logPath)
+	if err := <-genDone; err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	t.Logf("generated %+v", stats)
+	waitFinal(t, js, s, loadOracle(t, st, out), 90*time.Second)
+
+	dlq, _ := js.Stream(ctx, DLQStreamName(st))
+	info, _ := dlq.Info(ctx)
+	if int(info.State.Msgs) != stats.Invalid {
+		log, _ := os.ReadFile(logPath)
+		t.Fatalf("dead-letter stream has %d messages, generator made %d invalid\n%s", info.State.Msgs, stats.Invalid, log)
+	}
+}
