@@ -90,9 +90,9 @@ func (c *Contract) Field(name string) int {
 // Value is one field value of an event or a row. Which member holds it
 // depends on the type: Int for int, decimal, timestamp; Str; Bool.
 type Value struct {
-	Null bool
 	Int  int64
 	Str  string
+	Null bool
 	Bool bool
 }
 
@@ -154,6 +154,16 @@ func (e *ValidationError) Is(target error) bool { return target == ErrInvalidEve
 // Every problem is reported in one *ValidationError.
 func (c *Contract) Decode(data []byte, receivedAt time.Time) (Event, error) {
 	ev := Event{Values: make([]Value, len(c.Fields))}
+	if c.decodeFast(data, receivedAt, &ev) {
+		return ev, nil
+	}
+	clear(ev.Values)
+	return c.decodeGeneral(data, receivedAt, ev)
+}
+
+// decodeGeneral is the path every event can take: encoding/json's tokenizer,
+// every rule checked, every problem reported.
+func (c *Contract) decodeGeneral(data []byte, receivedAt time.Time, ev Event) (Event, error) {
 	seen := make([]bool, len(c.Fields))
 	var errs []*FieldError
 	fail := func(field string, r Reason, format string, args ...any) {

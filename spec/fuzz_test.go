@@ -115,3 +115,28 @@ func encode(c *Contract, ev Event) []byte {
 	b, _ := json.Marshal(obj)
 	return b
 }
+
+// FuzzDecodeFast holds the fast path to the general one: whatever the fast
+// path accepts, the general path accepts with the same values.
+func FuzzDecodeFast(f *testing.F) {
+	c := paymentsContract(f)
+	for _, l := range genEvents(c, 20, 3) {
+		f.Add([]byte(l))
+	}
+	f.Add([]byte(`{"payment_id":"p1","ts":"2026-11-25T11:59:00.123+05:30","card_id":"c1","merchant_id":"m1","country":"US","currency":"EUR","channel":"ecom","amount":"12.5","x":{"a":[1,"b",null]},"card_present":null}`))
+	f.Add([]byte(` {"payment_id":"p1" , "ts":"2024-02-29T23:59:59Z","card_id":"c1","merchant_id":"m1","country":"US","currency":"USD","channel":"pos","amount":0.01,"y":1,"y":2} `))
+	recv := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fast := Event{Values: make([]Value, len(c.Fields))}
+		if !c.decodeFast(data, recv, &fast) {
+			return
+		}
+		slow, err := c.decodeGeneral(data, recv, Event{Values: make([]Value, len(c.Fields))})
+		if err != nil {
+			t.Fatalf("fast path accepted what the general path rejects: %v\n%s", err, data)
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("paths disagree on %s:\nfast    %+v\ngeneral %+v", data, fast, slow)
+		}
+	})
+}

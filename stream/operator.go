@@ -42,16 +42,22 @@ type window struct {
 type viewState struct {
 	v       *spec.View
 	windows map[int64]map[string]*window // start -> dims key -> window
-	dirty   []*dirtyRef
+	dirty   []dirtyRef
 	row     spec.Row
 	starts  []int64
 	late    uint64
 	horizon int64 // size + lateness, microseconds
+	recent  [8]startGroups // the last starts used, to skip the outer lookup
+	next    int
+}
+
+type startGroups struct {
+	start  int64
+	groups map[string]*window
 }
 
 type dirtyRef struct {
 	start int64
-	key   string
 	w     *window
 }
 
@@ -132,15 +138,15 @@ func (op *Operator) ApplyEvent(ev spec.Event) Outcome {
 			continue
 		}
 		vs.starts = vs.v.Assign(ts, vs.starts[:0])
-		key, here := "", false
+		here := false
 		for _, start := range vs.starts {
 			if op.closed(vs, start) {
 				continue
 			}
-			if key == "" {
-				key = op.dimsKey(vs.v, row)
+			if !here {
+				op.keyBuf = appendDimsKey(op.keyBuf[:0], vs.v, row)
 			}
-			op.add(vs, start, key, row)
+			op.add(vs, start, op.keyBuf, row)
 			here = true
 		}
 		if here {
@@ -167,27 +173,36 @@ func (op *Operator) closed(vs *viewState, start int64) bool {
 	return op.Watermark != math.MinInt64 && start+vs.horizon <= op.Watermark
 }
 
-func (op *Operator) add(vs *viewState, start int64, key string, row spec.Row) {
-	groups := vs.windows[start]
-	if groups == nil {
-		groups = map[string]*window{}
-		vs.windows[start] = groups
+func (op *Operator) add(vs *viewState, start int64, key []byte, row spec.Row) {
+	var groups map[string]*window
+	for i := range vs.recent {
+		if r := &vs.recent[i]; r.groups != nil && r.start == start {
+			groups = r.groups
+			break
+		}
 	}
-	w := groups[key]
+	if groups == nil {
+		if groups = vs.windows[start]; groups == nil {
+			groups = map[string]*window{}
+			vs.windows[start] = groups
+		}
+		vs.recent[vs.next] = startGroups{start: start, groups: groups}
+		vs.next = (vs.next + 1) % len(vs.recent)
+	}
+	w := groups[string(key)] // no allocation for the lookup
 	if w == nil {
 		w = &window{dims: vs.v.Dims(row), acc: vs.v.NewAccumulator()}
-		groups[key] = w
+		groups[string(key)] = w
 	}
 	vs.v.Add(w.acc, row)
 	if !w.dirty {
 		w.dirty = true
-		vs.dirty = append(vs.dirty, &dirtyRef{start: start, key: key, w: w})
+		vs.dirty = append(vs.dirty, dirtyRef{start: start, w: w})
 	}
 }
 
-// dimsKey encodes a row's group-by values as a map key.
-func (op *Operator) dimsKey(v *spec.View, row spec.Row) string {
-	b := op.keyBuf[:0]
+// appendDimsKey encodes a row's group-by values as a map key.
+func appendDimsKey(b []byte, v *spec.View, row spec.Row) []byte {
 	for _, c := range v.GroupBy {
 		x := row[c.Index]
 		if x.Null {
@@ -209,8 +224,7 @@ func (op *Operator) dimsKey(v *spec.View, row spec.Row) string {
 			b = binary.AppendVarint(b, x.Int)
 		}
 	}
-	op.keyBuf = b
-	return string(b)
+	return b
 }
 
 func idKey(v spec.Value, t spec.Type) string {
@@ -258,6 +272,11 @@ func (op *Operator) Drain(out []Update) []Update {
 				out = append(out, Update{View: vs.v, Start: start, Dims: w.dims, Measures: vs.v.Values(w.acc), Final: true})
 			}
 			delete(vs.windows, start)
+			for i := range vs.recent {
+				if vs.recent[i].start == start {
+					vs.recent[i] = startGroups{}
+				}
+			}
 		}
 	}
 	if op.Watermark != math.MinInt64 {

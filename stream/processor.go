@@ -9,10 +9,12 @@ import (
 	"math"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"tideline/spec"
 )
@@ -66,13 +68,39 @@ type Processor struct {
 	updates     []Update
 	fatal       error
 
-	lateReported map[string]uint64 // late counts already added to metrics; flush only
+	// Owned by the Run goroutine (flush and checkpoint):
+	lateReported map[string]uint64 // late counts already added to metrics
+	kvPending    map[string]Update // windows changed since the last KV write
+	kvWatermark  int64
+	buf          []byte
+	metricUpdate map[string]prometheus.Counter
+	metricFinal  map[string]prometheus.Counter
+	metricEvents map[Outcome]prometheus.Counter
+	metricLat    prometheus.Observer
+
+	ckptWG     sync.WaitGroup
+	ckptBusy   atomic.Bool
+	ckptFailed map[string]Update // windows a failed checkpoint did not write; under mu
 }
 
 // NewProcessor returns a processor for st; Setup must have run.
 func NewProcessor(nc *nats.Conn, js jetstream.JetStream, st *spec.Stream, o ProcessorOptions) *Processor {
 	o.defaults()
-	return &Processor{st: st, nc: nc, js: js, o: o, op: NewOperator(st), log: o.Log.With("stream", st.Name), lateReported: map[string]uint64{}}
+	p := &Processor{st: st, nc: nc, js: js, o: o, op: NewOperator(st), log: o.Log.With("stream", st.Name),
+		lateReported: map[string]uint64{}, kvPending: map[string]Update{}}
+	if m := o.Metrics; m != nil {
+		// Resolved once: label lookups per message would cost more than the work.
+		p.metricUpdate, p.metricFinal, p.metricEvents = map[string]prometheus.Counter{}, map[string]prometheus.Counter{}, map[Outcome]prometheus.Counter{}
+		for _, v := range st.Views {
+			p.metricUpdate[v.Name] = m.Updates.WithLabelValues(v.Name, "false")
+			p.metricFinal[v.Name] = m.Updates.WithLabelValues(v.Name, "true")
+		}
+		for o, name := range outcomeName {
+			p.metricEvents[o] = m.Events.WithLabelValues(st.Name, name)
+		}
+		p.metricLat = m.Latency.WithLabelValues(st.Name)
+	}
+	return p
 }
 
 // Run processes until ctx ends or a fatal error, then takes a last
@@ -119,8 +147,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			cc.Drain()
 			<-cc.Closed()
-			p.flush(context.Background())
-			return p.checkpoint(context.Background())
+			return p.checkpoint(context.Background(), true)
 		case now := <-flush.C:
 			if err := p.flush(ctx); err != nil {
 				cc.Stop()
@@ -135,7 +162,7 @@ func (p *Processor) Run(ctx context.Context) error {
 				return fatal
 			}
 			if due {
-				if err := p.checkpoint(ctx); err != nil {
+				if err := p.checkpoint(ctx, false); err != nil {
 					p.log.Warn("checkpoint failed; will retry", "err", err)
 				} else {
 					lastCkpt = now
@@ -158,9 +185,9 @@ func (p *Processor) handle(msg jetstream.Msg) {
 	p.sinceCkpt++
 	p.pending = meta.NumPending
 	p.mu.Unlock()
-	if m := p.o.Metrics; m != nil {
-		m.Events.WithLabelValues(p.st.Name, outcomeName[outcome]).Inc()
-		m.Latency.WithLabelValues(p.st.Name).Observe(now.Sub(meta.Timestamp).Seconds())
+	if p.o.Metrics != nil {
+		p.metricEvents[outcome].Inc()
+		p.metricLat.Observe(now.Sub(meta.Timestamp).Seconds())
 	}
 	if outcome == Invalid {
 		if err := p.deadLetter(msg.Subject(), msg.Data(), meta.Sequence.Stream, verr); err != nil {
@@ -193,9 +220,11 @@ func (p *Processor) deadLetter(subject string, data []byte, seq uint64, reason e
 	return nil
 }
 
-// flush advances the watermark on idle and publishes every changed window:
-// to the view's KV bucket (current value) and its subject (live readers).
-func (p *Processor) flush(ctx context.Context) error {
+// flush advances the watermark on idle and publishes every changed window
+// on the view's subject, for live readers. The view's KV bucket, which
+// holds each window's current value, is written at the next checkpoint:
+// one write per window however often it changed.
+func (p *Processor) flush(context.Context) error {
 	p.mu.Lock()
 	p.op.Tick(time.Now(), p.lastArrival)
 	p.updates = p.op.Drain(p.updates[:0])
@@ -205,20 +234,20 @@ func (p *Processor) flush(ctx context.Context) error {
 	p.mu.Unlock()
 	for i := range updates {
 		u := &updates[i]
-		data, err := u.JSON(wm)
-		if err != nil {
-			return err
-		}
-		if _, err := p.js.PublishAsync("$KV."+ViewBucket(u.View.Name)+"."+u.Key(), data); err != nil {
+		p.buf = u.AppendJSON(p.buf[:0], wm)
+		if err := p.nc.Publish(ViewSubject(u.View.Name), p.buf); err != nil {
 			return fmt.Errorf("cannot publish update of view %s: %w", u.View.Name, err)
 		}
-		if err := p.nc.Publish(ViewSubject(u.View.Name), data); err != nil {
-			return fmt.Errorf("cannot publish update of view %s: %w", u.View.Name, err)
-		}
+		p.kvPending[u.View.Name+"/"+u.Key()] = *u
 		if p.o.Metrics != nil {
-			p.o.Metrics.Updates.WithLabelValues(u.View.Name, strconv.FormatBool(u.Final)).Inc()
+			if u.Final {
+				p.metricFinal[u.View.Name].Inc()
+			} else {
+				p.metricUpdate[u.View.Name].Inc()
+			}
 		}
 	}
+	p.kvWatermark = wm
 	if m := p.o.Metrics; m != nil {
 		if wm != math.MinInt64 {
 			m.WatermarkLag.WithLabelValues(p.st.Name).Set(time.Since(time.UnixMicro(wm)).Seconds())
@@ -235,62 +264,79 @@ func (p *Processor) flush(ctx context.Context) error {
 	return nil
 }
 
-// checkpoint waits until every publish so far is acknowledged (updates and
-// dead letters), then stores the state with its sequence. Whatever was
-// applied after a checkpoint is applied again after a crash, and the
-// outputs it produced are idempotent.
-func (p *Processor) checkpoint(ctx context.Context) error {
+// checkpoint captures the state and the windows changed since the last
+// checkpoint, then, off the Run goroutine so live updates keep flowing,
+// writes those windows to their views' KV buckets, waits until every publish
+// so far is acknowledged (KV writes and dead letters), and stores the state
+// with its sequence. Whatever was applied after a checkpoint is applied
+// again after a crash, and the outputs it produced are idempotent. At most
+// one checkpoint is in flight; wait makes this one synchronous.
+func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
+	if p.ckptBusy.Load() {
+		if !wait {
+			return nil // the one in flight will do; the next tick takes another
+		}
+		p.ckptWG.Wait()
+	}
 	start := time.Now()
+	if err := p.flush(ctx); err != nil {
+		return err
+	}
 	p.mu.Lock()
-	p.updates = p.op.Drain(p.updates[:0])
-	pendingUpdates := len(p.updates)
 	data, err := p.op.Checkpoint()
 	seq := p.op.Seq
 	p.sinceCkpt = 0
+	for k, u := range p.ckptFailed {
+		if _, newer := p.kvPending[k]; !newer {
+			p.kvPending[k] = u
+		}
+	}
+	p.ckptFailed = nil
 	p.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	if pendingUpdates > 0 {
-		// Drain cleared the dirty marks; publish before recording progress.
-		if err := p.publishPending(ctx); err != nil {
+	windows, wm := p.kvPending, p.kvWatermark
+	p.kvPending = make(map[string]Update, len(windows))
+	p.ckptBusy.Store(true)
+	p.ckptWG.Add(1)
+	write := func() error {
+		defer p.ckptWG.Done()
+		defer p.ckptBusy.Store(false)
+		for _, u := range windows {
+			if _, err := p.js.PublishAsync("$KV."+ViewBucket(u.View.Name)+"."+u.Key(), u.AppendJSON(nil, wm)); err != nil {
+				return fmt.Errorf("cannot write window of view %s to its bucket: %w", u.View.Name, err)
+			}
+		}
+		select {
+		case <-p.js.PublishAsyncComplete():
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(30 * time.Second):
+			return fmt.Errorf("cannot checkpoint stream %s: publishes not acknowledged after 30s", p.st.Name)
+		}
+		if err := p.ckpt.save(ctx, seq, data); err != nil {
 			return err
 		}
-	}
-	select {
-	case <-p.js.PublishAsyncComplete():
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(30 * time.Second):
-		return fmt.Errorf("cannot checkpoint stream %s: publishes not acknowledged after 30s", p.st.Name)
-	}
-	if err := p.ckpt.save(ctx, seq, data); err != nil {
-		return err
-	}
-	if m := p.o.Metrics; m != nil {
-		m.Checkpoint.WithLabelValues(p.st.Name).Observe(time.Since(start).Seconds())
-		m.CheckpointLen.WithLabelValues(p.st.Name).Set(float64(len(data)))
-	}
-	p.log.Debug("checkpoint", "seq", seq, "bytes", len(data), "took", time.Since(start))
-	return nil
-}
-
-func (p *Processor) publishPending(ctx context.Context) error {
-	p.mu.Lock()
-	wm := p.op.Watermark
-	updates := append([]Update(nil), p.updates...)
-	p.mu.Unlock()
-	for i := range updates {
-		u := &updates[i]
-		data, err := u.JSON(wm)
-		if err != nil {
-			return err
+		if m := p.o.Metrics; m != nil {
+			m.Checkpoint.WithLabelValues(p.st.Name).Observe(time.Since(start).Seconds())
+			m.CheckpointLen.WithLabelValues(p.st.Name).Set(float64(len(data)))
 		}
-		if _, err := p.js.PublishAsync("$KV."+ViewBucket(u.View.Name)+"."+u.Key(), data); err != nil {
-			return err
-		}
-		_ = p.nc.Publish(ViewSubject(u.View.Name), data)
+		p.log.Debug("checkpoint", "seq", seq, "bytes", len(data), "took", time.Since(start))
+		return nil
 	}
+	if wait {
+		return write()
+	}
+	go func() {
+		if err := write(); err != nil {
+			// The windows go back to the next checkpoint, unless newer.
+			p.log.Warn("checkpoint failed; the next one retries", "err", err)
+			p.mu.Lock()
+			p.ckptFailed = windows
+			p.mu.Unlock()
+		}
+	}()
 	return nil
 }
 

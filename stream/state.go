@@ -104,7 +104,7 @@ func (op *Operator) Restore(data []byte) error {
 			for i, c := range vs.v.GroupBy {
 				row[c.Index] = w.Dims[i]
 			}
-			groups[fresh.dimsKey(vs.v, row)] = &window{dims: w.Dims, acc: w.Acc}
+			groups[string(appendDimsKey(nil, vs.v, row))] = &window{dims: w.Dims, acc: w.Acc}
 		}
 	}
 	for i, id := range s.SeenIDs {

@@ -25,7 +25,77 @@ func (u *Update) Key() string {
 	return strconv.FormatInt(u.Start, 10) + "." + DimsHash(u.Dims)
 }
 
-// JSON renders the update for the wire.
+// AppendJSON renders the update for the wire, as UpdateJSON marshals, but
+// written directly: the speed layer emits a lot of these.
+func (u *Update) AppendJSON(b []byte, watermark int64) []byte {
+	v := u.View
+	b = append(b, `{"view":`...)
+	b = strconv.AppendQuote(b, v.Name)
+	b = append(b, `,"window_start":"`...)
+	b = time.UnixMicro(u.Start).UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","window_end":"`...)
+	b = time.UnixMicro(u.Start+v.Size.Microseconds()).UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","dims":{`...)
+	for i, c := range v.GroupBy {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendQuote(b, c.Name)
+		b = append(b, ':')
+		b = appendJSONValue(b, u.Dims[i], c.Type, c.Scale)
+	}
+	b = append(b, `},"measures":{`...)
+	for i, m := range v.Measures {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendQuote(b, m.Name)
+		b = append(b, ':')
+		t, scale := m.Type()
+		b = appendJSONValue(b, u.Measures[i], t, scale)
+	}
+	b = append(b, `},"final":`...)
+	b = strconv.AppendBool(b, u.Final)
+	b = append(b, `,"watermark":"`...)
+	b = time.UnixMicro(watermark).UTC().AppendFormat(b, time.RFC3339Nano)
+	return append(b, `"}`...)
+}
+
+func appendJSONValue(b []byte, x spec.Value, t spec.Type, scale int) []byte {
+	switch {
+	case x.Null:
+		return append(b, "null"...)
+	case t == spec.TypeString:
+		// strconv quoting differs from JSON for some control and non-UTF-8
+		// bytes; contract strings are valid UTF-8, and json handles the rest.
+		if !needsJSONEscape(x.Str) {
+			return strconv.AppendQuote(b, x.Str)
+		}
+		q, _ := json.Marshal(x.Str)
+		return append(b, q...)
+	case t == spec.TypeBool:
+		return strconv.AppendBool(b, x.Bool)
+	case t == spec.TypeTimestamp:
+		return strconv.AppendQuote(b, spec.FormatTimestamp(x.Int))
+	case t == spec.TypeDecimal:
+		return append(b, spec.FormatDecimal(x.Int, scale)...)
+	}
+	return strconv.AppendInt(b, x.Int, 10)
+}
+
+// needsJSONEscape reports whether s has anything strconv.Quote would write
+// differently from JSON: control characters, quotes and backslashes are the
+// same in both, but non-ASCII and DEL are not.
+func needsJSONEscape(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+// JSON renders the update with encoding/json; AppendJSON is the fast path.
 func (u *Update) JSON(watermark int64) ([]byte, error) {
 	v := u.View
 	out := UpdateJSON{

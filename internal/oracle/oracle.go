@@ -67,7 +67,9 @@ type Row struct {
 	Measures string // the measures, rendered
 }
 
-func (r Row) String() string { return r.Start.UTC().Format(time.RFC3339) + " " + r.Dims + " => " + r.Measures }
+func (r Row) String() string {
+	return r.Start.UTC().Format(time.RFC3339) + " " + r.Dims + " => " + r.Measures
+}
 
 // ViewRows runs v's SQL over events (optionally restricted by where, a SQL
 // condition on the events) and returns its windows keyed by Key.
@@ -108,7 +110,9 @@ func ViewRows(ctx context.Context, db *sql.DB, v *spec.View, where string) (map[
 }
 
 // Key identifies a window of a view.
-func Key(start time.Time, dims string) string { return start.UTC().Format(time.RFC3339Nano) + "/" + dims }
+func Key(start time.Time, dims string) string {
+	return start.UTC().Format(time.RFC3339Nano) + "/" + dims
+}
 
 // Render prints a value the same way for DuckDB's and tideline's output.
 func Render(x any) string {

@@ -1,0 +1,31 @@
+// Package stream is tideline's speed layer: the fresh half of every answer.
+//
+//   - Setup creates, idempotently, a JetStream stream per spec stream (file
+//     storage, its subjects, retention and dedup window), a dead-letter
+//     stream beside it, a KV bucket per view for current window values and
+//     the checkpoint bucket.
+//   - Ingester is POST /v1/ingest/{stream}: NDJSON validated line by line.
+//     Producers may also publish straight to the subjects with the event id
+//     as Nats-Msg-Id (PublishSubject picks the subject).
+//   - Operator is the pure state machine: contract validation, event-time
+//     windows of every view of the stream (tumbling and hopping, from the
+//     same spec.View definitions the batch SQL is generated from), the
+//     watermark (max event time − out-of-orderness, advanced on idle),
+//     lateness, and dedup of ids while a window holding them is open.
+//   - Processor drives an Operator from an ordered JetStream consumer.
+//     Invalid messages go, unchanged, to the dead-letter stream with a
+//     Tl-Reason header. Changed windows are published on tl.views.<view>
+//     every flush (50ms) and written to the view's KV bucket at each
+//     checkpoint. A checkpoint holds all window state and the last applied
+//     sequence together, written only after every output before it is
+//     acknowledged; a restart resumes from it and re-reads from the next
+//     sequence, so the result equals a run without the crash.
+//   - Generate is the load generator behind `tideline gen`.
+//
+// Decisions: a window's KV value is at most one checkpoint interval (1s)
+// behind its live updates, which bounds KV writes to one per changed window
+// per second; late events are counted per view and left for batch; an event
+// is late for a view when every window of that view holding it has closed.
+// One processor runs per stream; splitting a stream's subjects between
+// processors is future work.
+package stream

@@ -1,0 +1,39 @@
+package stream
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+
+	"tideline/spec"
+)
+
+func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
+	s := fastSpec(t)
+	for _, v := range s.Views {
+		dims := make([]spec.Value, len(v.GroupBy))
+		for i := range dims {
+			dims[i] = spec.Value{Str: []string{"m-1", `q"uo\te`, "Zürich", "\x01ctl"}[i%4], Null: i == 1 && v.Name == "merchant_flag_rate"}
+		}
+		ms := make([]spec.Value, len(v.Measures))
+		for i := range ms {
+			ms[i] = spec.Value{Int: int64(i*12345 - 7), Null: i == 2}
+		}
+		u := Update{View: v, Start: 1767268800123456, Dims: dims, Measures: ms, Final: true}
+		want, err := u.JSON(1767268899000000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := u.AppendJSON(nil, 1767268899000000)
+		var a, b any
+		if err := json.Unmarshal(got, &a); err != nil {
+			t.Fatalf("view %s: AppendJSON is not JSON: %v\n%s", v.Name, err, got)
+		}
+		_ = json.Unmarshal(want, &b)
+		ga, _ := json.Marshal(a)
+		gb, _ := json.Marshal(b)
+		if !bytes.Equal(ga, gb) {
+			t.Errorf("view %s:\nAppendJSON %s\n      JSON %s", v.Name, got, want)
+		}
+	}
+}
