@@ -46,7 +46,7 @@ type viewState struct {
 	row     spec.Row
 	starts  []int64
 	late    uint64
-	horizon int64 // size + lateness, microseconds
+	horizon int64          // size + lateness, microseconds
 	recent  [8]startGroups // the last starts used, to skip the outer lookup
 	next    int
 }
