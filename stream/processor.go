@@ -145,9 +145,19 @@ func (p *Processor) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			cc.Drain()
-			<-cc.Closed()
-			return p.checkpoint(context.Background(), true)
+			// Stop, not drain: what was not applied is re-read after a
+			// restart, and draining needs a server that may be gone.
+			cc.Stop()
+			select {
+			case <-cc.Closed():
+			case <-time.After(5 * time.Second):
+			}
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := p.checkpoint(sctx, true); err != nil {
+				p.log.Warn("no final checkpoint; a restart re-reads from the last one", "err", err)
+			}
+			return nil
 		case now := <-flush.C:
 			if err := p.flush(ctx); err != nil {
 				cc.Stop()
@@ -276,7 +286,13 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 		if !wait {
 			return nil // the one in flight will do; the next tick takes another
 		}
-		p.ckptWG.Wait()
+		done := make(chan struct{})
+		go func() { p.ckptWG.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	start := time.Now()
 	if err := p.flush(ctx); err != nil {
