@@ -64,9 +64,14 @@ func (v *View) Prepare(e Event) (Row, bool) {
 	return v.PrepareInto(make(Row, 0, len(v.Columns)), e)
 }
 
-// PrepareInto is Prepare reusing buf's storage for the row.
+// PrepareInto is Prepare reusing buf's storage for the row. A view with no
+// derived fields reads the event's values in place; the row then aliases
+// them.
 func (v *View) PrepareInto(buf Row, e Event) (Row, bool) {
-	row := append(buf[:0], e.Values...)
+	row := Row(e.Values)
+	if len(v.Derived) > 0 {
+		row = append(buf[:0], e.Values...)
+	}
 	for _, d := range v.Derived {
 		row = append(row, d.Derived.Eval(row))
 	}

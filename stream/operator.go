@@ -133,7 +133,9 @@ func (op *Operator) ApplyEvent(ev spec.Event) Outcome {
 	applied, late := false, false
 	for _, vs := range op.views {
 		row, keep := vs.v.PrepareInto(vs.row, ev)
-		vs.row = row
+		if len(vs.v.Derived) > 0 {
+			vs.row = row // keep the buffer; without derived fields row is the event's
+		}
 		if !keep {
 			continue
 		}
