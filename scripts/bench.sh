@@ -20,7 +20,7 @@ cpu=$(grep -m1 '^cpu:' "$raw" | cut -d' ' -f2- || true)
   echo "| benchmark | median | other medians | anchor | anchor median | ratio |"
   echo "| --- | ---: | --- | --- | ---: | ---: |"
   awk '
-    /^Benchmark/ {
+    /^Benchmark/ && $2 ~ /^[0-9]+$/ {
       name=$1; sub(/-[0-9]+$/, "", name)
       if (!(name in seen)) { seen[name]=1; order[++n]=name }
       for (i=3; i<NF; i+=2) {

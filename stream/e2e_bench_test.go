@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -64,7 +66,8 @@ func startBenchStack(b *testing.B, withProcessor bool) *benchStack {
 	if withProcessor {
 		pnc, _ := nats.Connect(ns.URL)
 		pjs, _ := jetstream.New(pnc, jetstream.WithPublishAsyncMaxPending(16384))
-		bs.proc = NewProcessor(pnc, pjs, bs.st, ProcessorOptions{})
+		quiet := slog.New(slog.NewTextHandler(io.Discard, nil)) // logs would break the benchmark's output lines
+		bs.proc = NewProcessor(pnc, pjs, bs.st, ProcessorOptions{Log: quiet})
 		wg.Go(func() { _ = bs.proc.Run(ctx); pnc.Close() })
 	}
 	bs.stop = func() { cancel(); wg.Wait(); nc.Close(); ns.Stop() }

@@ -314,8 +314,8 @@ func (op *Operator) LateEvents() map[string]uint64 {
 	return out
 }
 
-// DimsHash is a short stable name for a group, used in KV keys.
-func DimsHash(dims []spec.Value) string {
+// dimsHash is a short stable name for a group, used in KV keys.
+func dimsHash(dims []spec.Value) string {
 	h := fnv.New64a()
 	var b [8]byte
 	for _, d := range dims {

@@ -22,7 +22,7 @@ type UpdateJSON struct {
 
 // Key is the update's KV key: window start, then a hash of its group.
 func (u *Update) Key() string {
-	return strconv.FormatInt(u.Start, 10) + "." + DimsHash(u.Dims)
+	return strconv.FormatInt(u.Start, 10) + "." + dimsHash(u.Dims)
 }
 
 // AppendJSON renders the update for the wire, as UpdateJSON marshals, but
@@ -93,43 +93,4 @@ func needsJSONEscape(s string) bool {
 		}
 	}
 	return false
-}
-
-// JSON renders the update with encoding/json; AppendJSON is the fast path.
-func (u *Update) JSON(watermark int64) ([]byte, error) {
-	v := u.View
-	out := UpdateJSON{
-		View:        v.Name,
-		WindowStart: time.UnixMicro(u.Start).UTC(),
-		WindowEnd:   time.UnixMicro(u.Start + v.Size.Microseconds()).UTC(),
-		Dims:        make(map[string]any, len(u.Dims)),
-		Measures:    make(map[string]json.RawMessage, len(u.Measures)),
-		Final:       u.Final,
-		Watermark:   time.UnixMicro(watermark).UTC(),
-	}
-	for i, c := range v.GroupBy {
-		out.Dims[c.Name] = jsonValue(u.Dims[i], c.Type, c.Scale)
-	}
-	for i, m := range v.Measures {
-		t, scale := m.Type()
-		b, _ := json.Marshal(jsonValue(u.Measures[i], t, scale))
-		out.Measures[m.Name] = b
-	}
-	return json.Marshal(out)
-}
-
-func jsonValue(x spec.Value, t spec.Type, scale int) any {
-	switch {
-	case x.Null:
-		return nil
-	case t == spec.TypeString:
-		return x.Str
-	case t == spec.TypeBool:
-		return x.Bool
-	case t == spec.TypeTimestamp:
-		return spec.FormatTimestamp(x.Int)
-	case t == spec.TypeDecimal:
-		return json.Number(spec.FormatDecimal(x.Int, scale))
-	}
-	return x.Int
 }

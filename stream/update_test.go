@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"testing"
+	"time"
 
 	"tideline/spec"
 )
@@ -36,4 +37,43 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 			t.Errorf("view %s:\nAppendJSON %s\n      JSON %s", v.Name, got, want)
 		}
 	}
+}
+
+// JSON is the reference AppendJSON is held to: encoding/json of UpdateJSON.
+func (u *Update) JSON(watermark int64) ([]byte, error) {
+	v := u.View
+	out := UpdateJSON{
+		View:        v.Name,
+		WindowStart: time.UnixMicro(u.Start).UTC(),
+		WindowEnd:   time.UnixMicro(u.Start + v.Size.Microseconds()).UTC(),
+		Dims:        make(map[string]any, len(u.Dims)),
+		Measures:    make(map[string]json.RawMessage, len(u.Measures)),
+		Final:       u.Final,
+		Watermark:   time.UnixMicro(watermark).UTC(),
+	}
+	for i, c := range v.GroupBy {
+		out.Dims[c.Name] = jsonValue(u.Dims[i], c.Type, c.Scale)
+	}
+	for i, m := range v.Measures {
+		t, scale := m.Type()
+		b, _ := json.Marshal(jsonValue(u.Measures[i], t, scale))
+		out.Measures[m.Name] = b
+	}
+	return json.Marshal(out)
+}
+
+func jsonValue(x spec.Value, t spec.Type, scale int) any {
+	switch {
+	case x.Null:
+		return nil
+	case t == spec.TypeString:
+		return x.Str
+	case t == spec.TypeBool:
+		return x.Bool
+	case t == spec.TypeTimestamp:
+		return spec.FormatTimestamp(x.Int)
+	case t == spec.TypeDecimal:
+		return json.Number(spec.FormatDecimal(x.Int, scale))
+	}
+	return x.Int
 }
