@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -260,5 +261,59 @@ func TestCatalogRefreshUnderReaders(t *testing.T) {
 	}
 	if v := cat.Version("raw_payments"); v != 10 {
 		t.Errorf("catalog at version %d, want 10", v)
+	}
+}
+
+// TestViewSchemaMatchesViewSQL holds the batch table schema to what the
+// view's SQL returns in DuckDB: same columns, same types, same order.
+func TestViewSchemaMatchesViewSQL(t *testing.T) {
+	ctx := t.Context()
+	s := paymentsSpec(t)
+	raw := filepath.Join(t.TempDir(), "raw.parquet")
+	if _, err := WriteParquet(raw, genPayments(t, 1000, 3, time.Now(), time.Hour, 1), WriteOptions{SortBy: "ts"}); err != nil {
+		t.Fatal(err)
+	}
+	db, err := OpenDuckDB(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, "CREATE TABLE events AS SELECT * FROM read_parquet(?)", raw); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range s.Stream("payments").Views {
+		rows, err := db.QueryContext(ctx, "DESCRIBE "+v.SQL("events"))
+		if err != nil {
+			t.Fatalf("view %s: %v", v.Name, err)
+		}
+		var got []string
+		for rows.Next() {
+			var name, typ string
+			var null, key, def, extra any
+			if err := rows.Scan(&name, &typ, &null, &key, &def, &extra); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, name+" "+typ)
+		}
+		rows.Close()
+		var want []string
+		for _, f := range ViewSchema(v).Fields() {
+			want = append(want, f.Name+" "+strings.ReplaceAll(duckdbType(f.Type), "TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"))
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("view %s:\n SQL    %v\n schema %v", v.Name, got, want)
+		}
+	}
+}
+
+func TestS3ConfigFromEnv(t *testing.T) {
+	t.Setenv("TIDELINE_S3_ENDPOINT", "127.0.0.1:9000")
+	t.Setenv("TIDELINE_S3_ACCESS_KEY", "")
+	t.Setenv("AWS_ACCESS_KEY_ID", "aws-key")
+	t.Setenv("TIDELINE_S3_SECRET_KEY", "secret")
+	t.Setenv("TIDELINE_S3_SECURE", "true")
+	got := S3ConfigFromEnv()
+	if got.Endpoint != "127.0.0.1:9000" || got.AccessKey != "aws-key" || got.SecretKey != "secret" || !got.Secure {
+		t.Errorf("S3ConfigFromEnv = %+v", got)
 	}
 }

@@ -141,13 +141,6 @@ func (v *View) Add(a Accumulator, r Row) {
 	}
 }
 
-// Merge folds b into a.
-func (v *View) Merge(a, b Accumulator) {
-	for i, m := range v.Measures {
-		a[i].merge(m.Kind, b[i])
-	}
-}
-
 func (c *Cell) merge(k MeasureKind, o Cell) {
 	if o.N == 0 && k != Count && k != CountIf {
 		return
