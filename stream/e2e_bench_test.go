@@ -218,18 +218,21 @@ func BenchmarkFreshness(b *testing.B) {
 	var lat []time.Duration
 	sub, err := bs.nc.Subscribe(ViewSubject("merchant_minute"), func(m *nats.Msg) {
 		now := time.Now()
-		var u UpdateJSON
-		if json.Unmarshal(m.Data, &u) != nil {
-			return
+		for line := range strings.Lines(string(m.Data)) {
+			var u UpdateJSON
+			if json.Unmarshal([]byte(line), &u) != nil {
+				b.Errorf("update is not JSON: %s", line)
+				return
+			}
+			k := key{u.WindowStart.Format(time.RFC3339), fmt.Sprint(u.Dims["merchant_id"])}
+			c, _ := strconv.Atoi(string(u.Measures["payments"]))
+			mu.Lock()
+			for i := seenCount[k]; i < c && i < len(sentAt[k]); i++ {
+				lat = append(lat, now.Sub(sentAt[k][i]))
+			}
+			seenCount[k] = max(seenCount[k], c)
+			mu.Unlock()
 		}
-		k := key{u.WindowStart.Format(time.RFC3339), fmt.Sprint(u.Dims["merchant_id"])}
-		c, _ := strconv.Atoi(string(u.Measures["payments"]))
-		mu.Lock()
-		for i := seenCount[k]; i < c && i < len(sentAt[k]); i++ {
-			lat = append(lat, now.Sub(sentAt[k][i]))
-		}
-		seenCount[k] = max(seenCount[k], c)
-		mu.Unlock()
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -5,6 +5,8 @@ import (
 	"sort"
 	"testing"
 	"time"
+
+	"tideline/spec"
 )
 
 var t0 = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
@@ -78,7 +80,7 @@ func TestOperatorWindowsAndWatermark(t *testing.T) {
 	}
 	// Ids of closed windows are forgotten; a later event with id "a" and an
 	// old time is late, not a duplicate.
-	if _, ok := op.seen["a"]; ok {
+	if _, ok := op.seen[idHash(spec.Value{Str: "a"}, spec.TypeString)]; ok {
 		t.Error("id a is still remembered after every window holding it closed")
 	}
 }

@@ -23,6 +23,9 @@ import (
 type ProcessorOptions struct {
 	// FlushEvery is how often changed windows are published (default 50ms).
 	FlushEvery time.Duration
+	// KVEvery is how often open windows are written to their views' KV
+	// buckets (default 5s); final windows are written at every checkpoint.
+	KVEvery time.Duration
 	// CheckpointEvery and CheckpointEvents bound the work lost in a crash:
 	// a checkpoint is taken after either, whichever comes first
 	// (defaults 1s and 100,000 events).
@@ -38,6 +41,9 @@ func (o *ProcessorOptions) defaults() {
 	}
 	if o.CheckpointEvery <= 0 {
 		o.CheckpointEvery = time.Second
+	}
+	if o.KVEvery <= 0 {
+		o.KVEvery = 5 * time.Second
 	}
 	if o.CheckpointEvents <= 0 {
 		o.CheckpointEvents = 100_000
@@ -72,7 +78,9 @@ type Processor struct {
 	lateReported map[string]uint64 // late counts already added to metrics
 	kvPending    map[string]Update // windows changed since the last KV write
 	kvWatermark  int64
+	kvLast       time.Time // when open windows were last written
 	buf          []byte
+	times        timeTexts
 	metricUpdate map[string]prometheus.Counter
 	metricFinal  map[string]prometheus.Counter
 	metricEvents map[Outcome]prometheus.Counter
@@ -87,7 +95,7 @@ type Processor struct {
 func NewProcessor(nc *nats.Conn, js jetstream.JetStream, st *spec.Stream, o ProcessorOptions) *Processor {
 	o.defaults()
 	p := &Processor{st: st, nc: nc, js: js, o: o, op: NewOperator(st), log: o.Log.With("stream", st.Name),
-		lateReported: map[string]uint64{}, kvPending: map[string]Update{}}
+		lateReported: map[string]uint64{}, kvPending: map[string]Update{}, times: timeTexts{}}
 	if m := o.Metrics; m != nil {
 		// Resolved once: label lookups per message would cost more than the work.
 		p.metricUpdate, p.metricFinal, p.metricEvents = map[string]prometheus.Counter{}, map[string]prometheus.Counter{}, map[Outcome]prometheus.Counter{}
@@ -242,12 +250,18 @@ func (p *Processor) flush(context.Context) error {
 	late := p.op.LateEvents()
 	updates := p.updates // Values copied the measures; dims never change
 	p.mu.Unlock()
+	clear(p.times)
+	// One message per view per flush, an update per line: hopping windows
+	// and many groups make updates outnumber events, and per-message costs
+	// would dominate.
 	for i := range updates {
 		u := &updates[i]
-		p.buf = u.AppendJSON(p.buf[:0], wm)
-		if err := p.nc.Publish(ViewSubject(u.View.Name), p.buf); err != nil {
-			return fmt.Errorf("cannot publish update of view %s: %w", u.View.Name, err)
+		if i > 0 && (u.View != updates[i-1].View || len(p.buf) > maxBatch) {
+			if err := p.publishBatch(updates[i-1].View.Name); err != nil {
+				return err
+			}
 		}
+		p.buf = append(u.appendJSON(p.buf, p.times, wm), '\n')
 		p.kvPending[u.View.Name+"/"+u.Key()] = *u
 		if p.o.Metrics != nil {
 			if u.Final {
@@ -255,6 +269,11 @@ func (p *Processor) flush(context.Context) error {
 			} else {
 				p.metricUpdate[u.View.Name].Inc()
 			}
+		}
+	}
+	if len(updates) > 0 {
+		if err := p.publishBatch(updates[len(updates)-1].View.Name); err != nil {
+			return err
 		}
 	}
 	p.kvWatermark = wm
@@ -271,6 +290,17 @@ func (p *Processor) flush(context.Context) error {
 			}
 		}
 	}
+	return nil
+}
+
+// maxBatch keeps a batch of updates under the default 1 MiB max payload.
+const maxBatch = 512 << 10
+
+func (p *Processor) publishBatch(view string) error {
+	if err := p.nc.Publish(ViewSubject(view), p.buf); err != nil {
+		return fmt.Errorf("cannot publish updates of view %s: %w", view, err)
+	}
+	p.buf = p.buf[:0]
 	return nil
 }
 
@@ -312,15 +342,30 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 	if err != nil {
 		return err
 	}
-	windows, wm := p.kvPending, p.kvWatermark
-	p.kvPending = make(map[string]Update, len(windows))
+	// Final windows are written at every checkpoint; open ones at most
+	// every KVEvery, since live readers have the subject.
+	wm := p.kvWatermark
+	windows := p.kvPending
+	if wait || time.Since(p.kvLast) >= p.o.KVEvery {
+		p.kvPending = make(map[string]Update, len(windows))
+		p.kvLast = time.Now()
+	} else {
+		windows = map[string]Update{}
+		for k, u := range p.kvPending {
+			if u.Final {
+				windows[k] = u
+				delete(p.kvPending, k)
+			}
+		}
+	}
 	p.ckptBusy.Store(true)
 	p.ckptWG.Add(1)
 	write := func() error {
 		defer p.ckptWG.Done()
 		defer p.ckptBusy.Store(false)
+		times := timeTexts{}
 		for _, u := range windows {
-			if _, err := p.js.PublishAsync("$KV."+ViewBucket(u.View.Name)+"."+u.Key(), u.AppendJSON(nil, wm)); err != nil {
+			if _, err := p.js.PublishAsync("$KV."+ViewBucket(u.View.Name)+"."+u.Key(), u.appendJSON(nil, times, wm)); err != nil {
 				return fmt.Errorf("cannot write window of view %s to its bucket: %w", u.View.Name, err)
 			}
 		}

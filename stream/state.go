@@ -19,8 +19,7 @@ type state struct {
 	MaxEvent  int64
 	Watermark int64
 	Views     []viewSnapshot
-	SeenIDs   []string
-	SeenTimes []int64
+	Seen      map[int64][]uint64 // event-time second -> id hashes
 }
 
 type viewSnapshot struct {
@@ -53,12 +52,7 @@ func (op *Operator) Checkpoint() ([]byte, error) {
 		}
 		s.Views = append(s.Views, snap)
 	}
-	s.SeenIDs = make([]string, 0, len(op.seen))
-	s.SeenTimes = make([]int64, 0, len(op.seen))
-	for id, ts := range op.seen {
-		s.SeenIDs = append(s.SeenIDs, id)
-		s.SeenTimes = append(s.SeenTimes, ts)
-	}
+	s.Seen = op.seenByTime
 	var buf bytes.Buffer
 	if err := gob.NewEncoder(&buf).Encode(&s); err != nil {
 		return nil, fmt.Errorf("cannot encode checkpoint of stream %s: %w", op.st.Name, err)
@@ -107,10 +101,11 @@ func (op *Operator) Restore(data []byte) error {
 			groups[string(appendDimsKey(nil, vs.v, row))] = &window{dims: w.Dims, acc: w.Acc}
 		}
 	}
-	for i, id := range s.SeenIDs {
-		ts := s.SeenTimes[i]
-		fresh.seen[id] = ts
-		fresh.seenByTime[ts/1e6] = append(fresh.seenByTime[ts/1e6], id)
+	for sec, ids := range s.Seen {
+		fresh.seenByTime[sec] = ids
+		for _, id := range ids {
+			fresh.seen[id] = struct{}{}
+		}
 	}
 	*op = *fresh
 	return nil

@@ -28,13 +28,30 @@ func (u *Update) Key() string {
 // AppendJSON renders the update for the wire, as UpdateJSON marshals, but
 // written directly: the speed layer emits a lot of these.
 func (u *Update) AppendJSON(b []byte, watermark int64) []byte {
+	return u.appendJSON(b, timeTexts{}, watermark)
+}
+
+// timeTexts caches RFC 3339 renderings of instants, which repeat across the
+// updates of one flush (window bounds, the watermark).
+type timeTexts map[int64][]byte
+
+func (tt timeTexts) get(us int64) []byte {
+	if t, ok := tt[us]; ok {
+		return t
+	}
+	t := time.UnixMicro(us).UTC().AppendFormat(nil, time.RFC3339Nano)
+	tt[us] = t
+	return t
+}
+
+func (u *Update) appendJSON(b []byte, tt timeTexts, watermark int64) []byte {
 	v := u.View
 	b = append(b, `{"view":`...)
 	b = strconv.AppendQuote(b, v.Name)
 	b = append(b, `,"window_start":"`...)
-	b = time.UnixMicro(u.Start).UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, tt.get(u.Start)...)
 	b = append(b, `","window_end":"`...)
-	b = time.UnixMicro(u.Start+v.Size.Microseconds()).UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, tt.get(u.Start+v.Size.Microseconds())...)
 	b = append(b, `","dims":{`...)
 	for i, c := range v.GroupBy {
 		if i > 0 {
@@ -57,7 +74,7 @@ func (u *Update) AppendJSON(b []byte, watermark int64) []byte {
 	b = append(b, `},"final":`...)
 	b = strconv.AppendBool(b, u.Final)
 	b = append(b, `,"watermark":"`...)
-	b = time.UnixMicro(watermark).UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, tt.get(watermark)...)
 	return append(b, `"}`...)
 }
 
