@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"cmp"
 	"encoding/binary"
 	"hash/fnv"
 	"math"
@@ -34,33 +35,31 @@ type Update struct {
 	Final    bool
 }
 
+// group is one group of a view with its open windows: few at a time (one,
+// or size/hop for hopping windows, plus those waiting out lateness), so one
+// map lookup per event finds them all.
+type group struct {
+	dims []spec.Value
+	wins []*window
+}
+
 // window is one open window of one group.
 type window struct {
-	dims  []spec.Value
+	start int64
+	dims  []spec.Value // the group's
 	acc   spec.Accumulator
 	dirty bool
 }
 
 type viewState struct {
-	v       *spec.View
-	windows map[int64]map[string]*window // start -> dims key -> window
-	dirty   []dirtyRef
-	row     spec.Row
-	starts  []int64
-	late    uint64
-	horizon int64          // size + lateness, microseconds
-	recent  [8]startGroups // the last starts used, to skip the outer lookup
-	next    int
-}
-
-type startGroups struct {
-	start  int64
-	groups map[string]*window
-}
-
-type dirtyRef struct {
-	start int64
-	w     *window
+	v        *spec.View
+	groups   map[string]*group // dims key -> group
+	minStart int64             // of any open window; MaxInt64 when none
+	dirty    []*window
+	row      spec.Row
+	starts   []int64
+	late     uint64
+	horizon  int64 // size + lateness, microseconds
 }
 
 // Operator is the speed layer's pure state machine for one stream: it
@@ -102,7 +101,7 @@ func NewOperator(st *spec.Stream) *Operator {
 		seen: map[uint64]struct{}{}, seenByTime: map[int64][]uint64{},
 	}
 	for _, v := range st.Views {
-		vs := &viewState{v: v, windows: map[int64]map[string]*window{}, horizon: (v.Size + v.Lateness).Microseconds()}
+		vs := &viewState{v: v, groups: map[string]*group{}, minStart: math.MaxInt64, horizon: (v.Size + v.Lateness).Microseconds()}
 		op.views = append(op.views, vs)
 		op.forget = max(op.forget, vs.horizon)
 	}
@@ -145,17 +144,21 @@ func (op *Operator) ApplyEvent(ev spec.Event) Outcome {
 			continue
 		}
 		vs.starts = vs.v.Assign(ts, vs.starts[:0])
-		here := false
+		var g *group
 		for _, start := range vs.starts {
 			if op.closed(vs, start) {
 				continue
 			}
-			if !here {
+			if g == nil {
 				op.keyBuf = appendDimsKey(op.keyBuf[:0], vs.v, row)
+				if g = vs.groups[string(op.keyBuf)]; g == nil { // no allocation for the lookup
+					g = &group{dims: vs.v.Dims(row)}
+					vs.groups[string(op.keyBuf)] = g
+				}
 			}
-			op.add(vs, start, op.keyBuf, row)
-			here = true
+			op.add(vs, g, start, row)
 		}
+		here := g != nil
 		if here {
 			applied = true
 		} else {
@@ -180,31 +183,23 @@ func (op *Operator) closed(vs *viewState, start int64) bool {
 	return op.Watermark != math.MinInt64 && start+vs.horizon <= op.Watermark
 }
 
-func (op *Operator) add(vs *viewState, start int64, key []byte, row spec.Row) {
-	var groups map[string]*window
-	for i := range vs.recent {
-		if r := &vs.recent[i]; r.groups != nil && r.start == start {
-			groups = r.groups
+func (op *Operator) add(vs *viewState, g *group, start int64, row spec.Row) {
+	var w *window
+	for _, x := range g.wins {
+		if x.start == start {
+			w = x
 			break
 		}
 	}
-	if groups == nil {
-		if groups = vs.windows[start]; groups == nil {
-			groups = map[string]*window{}
-			vs.windows[start] = groups
-		}
-		vs.recent[vs.next] = startGroups{start: start, groups: groups}
-		vs.next = (vs.next + 1) % len(vs.recent)
-	}
-	w := groups[string(key)] // no allocation for the lookup
 	if w == nil {
-		w = &window{dims: vs.v.Dims(row), acc: vs.v.NewAccumulator()}
-		groups[string(key)] = w
+		w = &window{start: start, dims: g.dims, acc: vs.v.NewAccumulator()}
+		g.wins = append(g.wins, w)
+		vs.minStart = min(vs.minStart, start)
 	}
 	vs.v.Add(w.acc, row)
 	if !w.dirty {
 		w.dirty = true
-		vs.dirty = append(vs.dirty, dirtyRef{start: start, w: w})
+		vs.dirty = append(vs.dirty, w)
 	}
 }
 
@@ -266,32 +261,35 @@ func (op *Operator) Tick(now, lastArrival time.Time) {
 // then forgets. It also forgets ids no open window can hold.
 func (op *Operator) Drain(out []Update) []Update {
 	for _, vs := range op.views {
-		for _, d := range vs.dirty {
-			d.w.dirty = false
-			if op.closed(vs, d.start) {
+		for _, w := range vs.dirty {
+			w.dirty = false
+			if op.closed(vs, w.start) {
 				continue // reported below as final
 			}
-			out = append(out, Update{View: vs.v, Start: d.start, Dims: d.w.dims, Measures: vs.v.Values(d.w.acc)})
+			out = append(out, Update{View: vs.v, Start: w.start, Dims: w.dims, Measures: vs.v.Values(w.acc)})
 		}
 		vs.dirty = vs.dirty[:0]
-		var closing []int64
-		for start := range vs.windows {
-			if op.closed(vs, start) {
-				closing = append(closing, start)
-			}
+		if vs.minStart == math.MaxInt64 || !op.closed(vs, vs.minStart) {
+			continue
 		}
-		slices.Sort(closing)
-		for _, start := range closing {
-			for _, w := range vs.windows[start] {
-				out = append(out, Update{View: vs.v, Start: start, Dims: w.dims, Measures: vs.v.Values(w.acc), Final: true})
-			}
-			delete(vs.windows, start)
-			for i := range vs.recent {
-				if vs.recent[i].start == start {
-					vs.recent[i] = startGroups{}
+		first := len(out)
+		vs.minStart = math.MaxInt64
+		for key, g := range vs.groups {
+			open := g.wins[:0]
+			for _, w := range g.wins {
+				if op.closed(vs, w.start) {
+					out = append(out, Update{View: vs.v, Start: w.start, Dims: w.dims, Measures: vs.v.Values(w.acc), Final: true})
+				} else {
+					open = append(open, w)
+					vs.minStart = min(vs.minStart, w.start)
 				}
 			}
+			clear(g.wins[len(open):])
+			if g.wins = open; len(open) == 0 {
+				delete(vs.groups, key)
+			}
 		}
+		slices.SortStableFunc(out[first:], func(a, b Update) int { return cmp.Compare(a.Start, b.Start) })
 	}
 	if op.Watermark != math.MinInt64 {
 		for sec, ids := range op.seenByTime {
@@ -310,8 +308,8 @@ func (op *Operator) Drain(out []Update) []Update {
 func (op *Operator) OpenWindows() int {
 	n := 0
 	for _, vs := range op.views {
-		for _, g := range vs.windows {
-			n += len(g)
+		for _, g := range vs.groups {
+			n += len(g.wins)
 		}
 	}
 	return n

@@ -45,9 +45,9 @@ func (op *Operator) Checkpoint() ([]byte, error) {
 	s := state{Stream: op.st.Name, Seq: op.Seq, MaxEvent: op.MaxEvent, Watermark: op.Watermark}
 	for _, vs := range op.views {
 		snap := viewSnapshot{Name: vs.v.Name, Late: vs.late}
-		for start, groups := range vs.windows {
-			for _, w := range groups {
-				snap.Windows = append(snap.Windows, windowSnapshot{Start: start, Dims: w.dims, Acc: w.acc})
+		for _, g := range vs.groups {
+			for _, w := range g.wins {
+				snap.Windows = append(snap.Windows, windowSnapshot{Start: w.start, Dims: w.dims, Acc: w.acc})
 			}
 		}
 		s.Views = append(s.Views, snap)
@@ -89,16 +89,18 @@ func (op *Operator) Restore(data []byte) error {
 			if len(w.Acc) != len(vs.v.Measures) || len(w.Dims) != len(vs.v.GroupBy) {
 				return fmt.Errorf("cannot restore view %s of stream %s: its measures or group-by changed since the checkpoint; delete the checkpoint to start the view afresh", snap.Name, op.st.Name)
 			}
-			groups := vs.windows[w.Start]
-			if groups == nil {
-				groups = map[string]*window{}
-				vs.windows[w.Start] = groups
-			}
 			row := make(spec.Row, len(vs.v.Columns))
 			for i, c := range vs.v.GroupBy {
 				row[c.Index] = w.Dims[i]
 			}
-			groups[string(appendDimsKey(nil, vs.v, row))] = &window{dims: w.Dims, acc: w.Acc}
+			key := string(appendDimsKey(nil, vs.v, row))
+			g := vs.groups[key]
+			if g == nil {
+				g = &group{dims: w.Dims}
+				vs.groups[key] = g
+			}
+			g.wins = append(g.wins, &window{start: w.Start, dims: g.dims, acc: w.Acc})
+			vs.minStart = min(vs.minStart, w.Start)
 		}
 	}
 	for sec, ids := range s.Seen {
@@ -119,9 +121,9 @@ func (op *Operator) Windows(view string) []Update {
 		if vs.v.Name != view {
 			continue
 		}
-		for start, groups := range vs.windows {
-			for _, w := range groups {
-				out = append(out, Update{View: vs.v, Start: start, Dims: w.dims, Measures: vs.v.Values(w.acc)})
+		for _, g := range vs.groups {
+			for _, w := range g.wins {
+				out = append(out, Update{View: vs.v, Start: w.start, Dims: w.dims, Measures: vs.v.Values(w.acc)})
 			}
 		}
 	}
