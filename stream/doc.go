@@ -15,16 +15,17 @@
 //   - Processor drives an Operator from an ordered JetStream consumer.
 //     Invalid messages go, unchanged, to the dead-letter stream with a
 //     Tl-Reason header. Changed windows are published on tl.views.<view>
-//     every flush (50ms) and written to the view's KV bucket at each
-//     checkpoint. A checkpoint holds all window state and the last applied
+//     every flush (50ms), batched one message per view, an update per line;
+//     the view's KV bucket gets final windows at each checkpoint and open
+//     ones every KVEvery (5s). A checkpoint holds all window state and the last applied
 //     sequence together, written only after every output before it is
 //     acknowledged; a restart resumes from it and re-reads from the next
 //     sequence, so the result equals a run without the crash.
 //   - Generate is the load generator behind `tideline gen`.
 //
-// Decisions: a window's KV value is at most one checkpoint interval (1s)
-// behind its live updates, which bounds KV writes to one per changed window
-// per second; late events are counted per view and left for batch; an event
+// Decisions: an open window's KV value may trail its live updates by up to
+// KVEvery, which bounds KV writes to one per changed window per interval;
+// the dedup set holds 64-bit hashes of ids; late events are counted per view and left for batch; an event
 // is late for a view when every window of that view holding it has closed.
 // One processor runs per stream; splitting a stream's subjects between
 // processors is future work.

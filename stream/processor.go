@@ -147,6 +147,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cannot consume stream %s: %w", StreamName(p.st), err)
 	}
+	defer p.ckptWG.Wait() // a checkpoint in flight ends before Run does
 	flush := time.NewTicker(p.o.FlushEvery)
 	defer flush.Stop()
 	lastCkpt := time.Now()
