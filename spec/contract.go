@@ -77,6 +77,7 @@ type Contract struct {
 	Time          int // index of the event-time field
 	RejectUnknown bool
 	index         map[string]int
+	byLen         [][]int // field indexes by name length, for the fast decoder
 }
 
 // Field returns the index of the field called name, or -1.

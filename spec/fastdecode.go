@@ -39,7 +39,7 @@ func (c *Contract) decodeFast(data []byte, receivedAt time.Time, ev *Event) bool
 			return false
 		}
 		d.ws()
-		i, known := c.index[string(key)]
+		i, known := c.lookup(key)
 		switch {
 		case !known:
 			if c.RejectUnknown || nUnknown == len(unknown) || !d.skipValue(0) {
@@ -68,6 +68,20 @@ func (c *Contract) decodeFast(data []byte, receivedAt time.Time, ev *Event) bool
 			return false
 		}
 	}
+}
+
+// lookup finds a field by name among the few of the same length: cheaper
+// than hashing the key for the handful of fields a contract has.
+func (c *Contract) lookup(key []byte) (int, bool) {
+	if len(key) >= len(c.byLen) {
+		return 0, false
+	}
+	for _, i := range c.byLen[len(key)] {
+		if c.Fields[i].Name == string(key) {
+			return i, true
+		}
+	}
+	return 0, false
 }
 
 func (c *Contract) finishFast(d *fastDecoder, seen uint64, ev *Event) bool {

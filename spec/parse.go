@@ -279,6 +279,10 @@ func (p *parser) stream(name string, n *yaml.Node) *Stream {
 				}
 				if f := p.field(fname, fv); f != nil {
 					c.index[fname] = len(c.Fields)
+					for len(c.byLen) <= len(fname) {
+						c.byLen = append(c.byLen, nil)
+					}
+					c.byLen[len(fname)] = append(c.byLen[len(fname)], len(c.Fields))
 					c.Fields = append(c.Fields, f)
 				} else {
 					st.broken = append(st.broken, fname)

@@ -125,7 +125,11 @@ func (op *Operator) ApplyEvent(ev spec.Event) Outcome {
 	c := op.st.Contract
 	ts := ev.Values[c.Time].Int
 	id := idHash(ev.Values[c.ID], c.Fields[c.ID].Type)
-	if _, dup := op.seen[id]; dup {
+	// Insert and test in one probe; an event applied nowhere is taken out
+	// again below, which is rare.
+	n := len(op.seen)
+	op.seen[id] = struct{}{}
+	if len(op.seen) == n {
 		return Duplicate
 	}
 	if ts > op.MaxEvent {
@@ -167,12 +171,12 @@ func (op *Operator) ApplyEvent(ev spec.Event) Outcome {
 		}
 	}
 	if !applied {
+		delete(op.seen, id)
 		if late {
 			return Late
 		}
 		return Filtered
 	}
-	op.seen[id] = struct{}{}
 	sec := ts / 1e6
 	op.seenByTime[sec] = append(op.seenByTime[sec], id)
 	return Applied
