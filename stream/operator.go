@@ -91,6 +91,7 @@ type Operator struct {
 	forget     int64              // ids are kept this long after their event time
 
 	keyBuf []byte
+	open   int // windows held, over every view
 }
 
 // NewOperator returns the empty state for the stream and its views.
@@ -199,6 +200,7 @@ func (op *Operator) add(vs *viewState, g *group, start int64, row spec.Row) {
 		w = &window{start: start, dims: g.dims, acc: vs.v.NewAccumulator()}
 		g.wins = append(g.wins, w)
 		vs.minStart = min(vs.minStart, start)
+		op.open++
 	}
 	vs.v.Add(w.acc, row)
 	if !w.dirty {
@@ -283,6 +285,7 @@ func (op *Operator) Drain(out []Update) []Update {
 			for _, w := range g.wins {
 				if op.closed(vs, w.start) {
 					out = append(out, Update{View: vs.v, Start: w.start, Dims: w.dims, Measures: vs.v.Values(w.acc), Final: true})
+					op.open--
 				} else {
 					open = append(open, w)
 					vs.minStart = min(vs.minStart, w.start)
@@ -309,15 +312,7 @@ func (op *Operator) Drain(out []Update) []Update {
 }
 
 // OpenWindows counts the windows held in memory.
-func (op *Operator) OpenWindows() int {
-	n := 0
-	for _, vs := range op.views {
-		for _, g := range vs.groups {
-			n += len(g.wins)
-		}
-	}
-	return n
-}
+func (op *Operator) OpenWindows() int { return op.open }
 
 // LateEvents returns late events counted per view since the start.
 func (op *Operator) LateEvents() map[string]uint64 {

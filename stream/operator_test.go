@@ -138,9 +138,13 @@ func TestOperatorCheckpointResume(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				open := op.OpenWindows()
 				op = NewOperator(s.Stream("payments"))
 				if err := op.Restore(data); err != nil {
 					t.Fatal(err)
+				}
+				if op.OpenWindows() != open {
+					t.Fatalf("restored %d open windows, checkpointed %d", op.OpenWindows(), open)
 				}
 			}
 			op.Apply(e, uint64(i+1), t0)

@@ -76,7 +76,6 @@ func StartMinIO(ctx context.Context, o MinIOOptions) (*MinIO, error) {
 		return nil
 	})
 	if err != nil {
-		_ = p.stop(5 * time.Second)
 		return nil, err
 	}
 	if o.Log != nil {

@@ -105,7 +105,16 @@ func (p *process) failure(err error) error {
 }
 
 // waitReady polls check until it succeeds, the process exits, or ctx ends.
+// A process that does not become ready is stopped.
 func (p *process) waitReady(ctx context.Context, timeout time.Duration, check func(context.Context) error) error {
+	err := p.poll(ctx, timeout, check)
+	if err != nil {
+		_ = p.stop(5 * time.Second)
+	}
+	return err
+}
+
+func (p *process) poll(ctx context.Context, timeout time.Duration, check func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last error

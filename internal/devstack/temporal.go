@@ -75,7 +75,6 @@ func StartTemporal(ctx context.Context, o TemporalOptions) (*Temporal, error) {
 		return err
 	})
 	if err != nil {
-		_ = p.stop(5 * time.Second)
 		return nil, err
 	}
 	if o.Log != nil {
