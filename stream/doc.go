@@ -25,7 +25,8 @@
 //
 // Decisions: an open window's KV value may trail its live updates by up to
 // KVEvery, which bounds KV writes to one per changed window per interval;
-// the dedup set holds 64-bit hashes of ids; late events are counted per view and left for batch; an event
+// the dedup set holds 64-bit hashes of ids, in the checkpoint while they are
+// few and rebuilt from the stream after a restart when they are many; late events are counted per view and left for batch; an event
 // is late for a view when every window of that view holding it has closed.
 // One processor runs per stream; splitting a stream's subjects between
 // processors is future work.

@@ -88,6 +88,13 @@ type Operator struct {
 	// make the speed layer skip an event, which batch then counts.
 	seen       map[uint64]struct{}
 	seenByTime map[int64][]uint64 // event-time second -> id hashes
+	seenSeq    map[int64]uint64   // event-time second -> lowest sequence of its ids
+
+	// MaxCheckpointIDs bounds the ids a checkpoint holds. Past it, the
+	// checkpoint holds the sequence the ids start from instead, and a
+	// restart rebuilds them by reading the stream from there (Remember).
+	MaxCheckpointIDs int
+	replayFrom       uint64 // set by Restore when the ids must be rebuilt
 	forget     int64              // ids are kept this long after their event time
 
 	keyBuf []byte
@@ -99,7 +106,8 @@ func NewOperator(st *spec.Stream) *Operator {
 	op := &Operator{
 		st: st, ooo: st.OutOfOrderness.Microseconds(),
 		MaxEvent: math.MinInt64, Watermark: math.MinInt64,
-		seen: map[uint64]struct{}{}, seenByTime: map[int64][]uint64{},
+		seen: map[uint64]struct{}{}, seenByTime: map[int64][]uint64{}, seenSeq: map[int64]uint64{},
+		MaxCheckpointIDs: 1_000_000,
 	}
 	for _, v := range st.Views {
 		vs := &viewState{v: v, groups: map[string]*group{}, minStart: math.MaxInt64, horizon: (v.Size + v.Lateness).Microseconds()}
@@ -178,9 +186,45 @@ func (op *Operator) ApplyEvent(ev spec.Event) Outcome {
 		}
 		return Filtered
 	}
-	sec := ts / 1e6
-	op.seenByTime[sec] = append(op.seenByTime[sec], id)
+	op.remember(id, ts/1e6)
 	return Applied
+}
+
+func (op *Operator) remember(id uint64, sec int64) {
+	op.seenByTime[sec] = append(op.seenByTime[sec], id)
+	if cur, ok := op.seenSeq[sec]; !ok || op.Seq < cur {
+		op.seenSeq[sec] = op.Seq
+	}
+}
+
+// ReplayFrom is the first sequence to read again with Remember after a
+// Restore whose checkpoint left out the dedup ids; 0 when nothing is to be
+// read. Read up to Seq.
+func (op *Operator) ReplayFrom() uint64 { return op.replayFrom }
+
+// Remember rebuilds the dedup set from a message already applied before the
+// checkpoint: a valid event whose second is still live is remembered. One
+// that was late or filtered then is remembered too, which is harmless: a
+// repeat of it would be skipped either way.
+func (op *Operator) Remember(data []byte, seq uint64, received time.Time) {
+	ev, err := op.st.Contract.Decode(data, received)
+	if err != nil {
+		return
+	}
+	c := op.st.Contract
+	sec := ev.Values[c.Time].Int / 1e6
+	if op.Watermark != math.MinInt64 && (sec+1)*1e6+op.forget <= op.Watermark {
+		return
+	}
+	id := idHash(ev.Values[c.ID], c.Fields[c.ID].Type)
+	if _, dup := op.seen[id]; dup {
+		return
+	}
+	op.seen[id] = struct{}{}
+	saved := op.Seq
+	op.Seq = seq
+	op.remember(id, sec)
+	op.Seq = saved
 }
 
 // closed reports whether the window starting at start has closed.
@@ -305,6 +349,7 @@ func (op *Operator) Drain(out []Update) []Update {
 					delete(op.seen, id)
 				}
 				delete(op.seenByTime, sec)
+				delete(op.seenSeq, sec)
 			}
 		}
 	}

@@ -31,6 +31,10 @@ type ProcessorOptions struct {
 	// (defaults 1s and 100,000 events).
 	CheckpointEvery  time.Duration
 	CheckpointEvents int
+	// MaxCheckpointIDs: past this many dedup ids a checkpoint records where
+	// they start in the stream instead, and a restart reads them back
+	// (default 1,000,000).
+	MaxCheckpointIDs int
 	Log              *slog.Logger
 	Metrics          *Metrics
 }
@@ -41,6 +45,9 @@ func (o *ProcessorOptions) defaults() {
 	}
 	if o.CheckpointEvery <= 0 {
 		o.CheckpointEvery = time.Second
+	}
+	if o.MaxCheckpointIDs <= 0 {
+		o.MaxCheckpointIDs = 1_000_000
 	}
 	if o.KVEvery <= 0 {
 		o.KVEvery = 5 * time.Second
@@ -96,6 +103,7 @@ func NewProcessor(nc *nats.Conn, js jetstream.JetStream, st *spec.Stream, o Proc
 	o.defaults()
 	p := &Processor{st: st, nc: nc, js: js, o: o, op: NewOperator(st), log: o.Log.With("stream", st.Name),
 		lateReported: map[string]uint64{}, kvPending: map[string]Update{}, times: timeTexts{}}
+	p.op.MaxCheckpointIDs = o.MaxCheckpointIDs
 	if m := o.Metrics; m != nil {
 		// Resolved once: label lookups per message would cost more than the work.
 		p.metricUpdate, p.metricFinal, p.metricEvents = map[string]prometheus.Counter{}, map[string]prometheus.Counter{}, map[Outcome]prometheus.Counter{}
@@ -130,6 +138,11 @@ func (p *Processor) Run(ctx context.Context) error {
 			return err
 		}
 		p.log.Info("restored checkpoint", "seq", p.op.Seq, "open_windows", p.op.OpenWindows())
+		if from := p.op.ReplayFrom(); from > 0 && from <= p.op.Seq {
+			if err := p.rebuildSeen(ctx, from, p.op.Seq); err != nil {
+				return err
+			}
+		}
 	}
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
 	if p.op.Seq > 0 {
@@ -189,6 +202,48 @@ func (p *Processor) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// rebuildSeen reads the stream from one sequence to another to rebuild the
+// dedup ids a large checkpoint left out. Nothing else consumes yet.
+func (p *Processor) rebuildSeen(ctx context.Context, from, to uint64) error {
+	p.log.Info("rebuilding the dedup set from the stream", "from_seq", from, "to_seq", to)
+	start := time.Now()
+	cons, err := p.js.OrderedConsumer(ctx, StreamName(p.st), jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from,
+	})
+	if err != nil {
+		return fmt.Errorf("cannot read stream %s from sequence %d to rebuild dedup ids: %w", StreamName(p.st), from, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(4096))
+	if err != nil {
+		return fmt.Errorf("cannot read stream %s from sequence %d to rebuild dedup ids: %w", StreamName(p.st), from, err)
+	}
+	defer it.Stop()
+	n := 0
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return fmt.Errorf("cannot rebuild dedup ids of stream %s at message %d after sequence %d: %w", StreamName(p.st), n, from, err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			continue
+		}
+		if meta.Sequence.Stream > to {
+			break // messages up to `to` were deleted by retention
+		}
+		p.op.Remember(msg.Data(), meta.Sequence.Stream, meta.Timestamp)
+		n++
+		if meta.Sequence.Stream == to || meta.NumPending == 0 {
+			break
+		}
+		if n%1_000_000 == 0 {
+			p.log.Info("rebuilding the dedup set", "read", n, "at_seq", meta.Sequence.Stream, "to_seq", to)
+		}
+	}
+	p.log.Info("dedup set rebuilt", "messages", n, "took", time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 func (p *Processor) handle(msg jetstream.Msg) {

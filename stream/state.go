@@ -20,6 +20,10 @@ type state struct {
 	Watermark int64
 	Views     []viewSnapshot
 	Seen      map[int64][]uint64 // event-time second -> id hashes
+	// SeenFromSeq replaces Seen when there are too many ids: they are
+	// rebuilt by reading the stream from this sequence up to Seq.
+	SeenFromSeq uint64
+	SeenSeq     map[int64]uint64 // event-time second -> lowest sequence of its ids
 }
 
 type viewSnapshot struct {
@@ -52,7 +56,15 @@ func (op *Operator) Checkpoint() ([]byte, error) {
 		}
 		s.Views = append(s.Views, snap)
 	}
-	s.Seen = op.seenByTime
+	s.SeenSeq = op.seenSeq
+	if len(op.seen) <= op.MaxCheckpointIDs {
+		s.Seen = op.seenByTime
+	} else {
+		s.SeenFromSeq = op.Seq
+		for _, seq := range op.seenSeq {
+			s.SeenFromSeq = min(s.SeenFromSeq, seq)
+		}
+	}
 	var buf bytes.Buffer
 	if err := gob.NewEncoder(&buf).Encode(&s); err != nil {
 		return nil, fmt.Errorf("cannot encode checkpoint of stream %s: %w", op.st.Name, err)
@@ -75,6 +87,10 @@ func (op *Operator) Restore(data []byte) error {
 	}
 	fresh := NewOperator(op.st)
 	fresh.Seq, fresh.MaxEvent, fresh.Watermark = s.Seq, s.MaxEvent, s.Watermark
+	fresh.MaxCheckpointIDs, fresh.replayFrom = op.MaxCheckpointIDs, s.SeenFromSeq
+	for sec, seq := range s.SeenSeq {
+		fresh.seenSeq[sec] = seq
+	}
 	byName := map[string]*viewState{}
 	for _, vs := range fresh.views {
 		byName[vs.v.Name] = vs
