@@ -95,7 +95,7 @@ type Operator struct {
 	// restart rebuilds them by reading the stream from there (Remember).
 	MaxCheckpointIDs int
 	replayFrom       uint64 // set by Restore when the ids must be rebuilt
-	forget     int64              // ids are kept this long after their event time
+	forget           int64  // ids are kept this long after their event time
 
 	keyBuf []byte
 	open   int // windows held, over every view
