@@ -25,7 +25,8 @@ tools: ## build the pinned Temporal CLI, MinIO and nats CLI into bin/ (skips wha
 build: ## build bin/tideline
 	$(GO) build -o $(BIN)/tideline ./cmd/tideline
 
-vet:
+vet: ## gofmt check and go vet
+	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "not gofmt-ed (run gofmt -w):"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
 test: tools vet ## the README's test command: tools, vet, then every test against the real stack
