@@ -79,21 +79,28 @@ func TestCrashResumesExactly(t *testing.T) {
 	}()
 	logPath := filepath.Join(dir, "stream.log")
 	proc := startStream(t, bin, ns.URL, specPath, logPath)
-	time.Sleep(2500 * time.Millisecond)
-	if err := proc.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = proc.Wait()
 	ckpt, err := js.KeyValue(ctx, CheckpointBucket)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := ckpt.Get(ctx, st.Name)
-	if err != nil {
-		t.Fatalf("no checkpoint was written before the kill: %v", err)
-	}
+	// Kill at the first checkpoint after a second of running: mid-run
+	// however fast or slow this machine is.
+	time.Sleep(time.Second)
 	var m manifest
-	if err := json.Unmarshal(e.Value(), &m); err != nil || m.Seq == 0 || m.Seq >= 40000 {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if e, err := ckpt.Get(ctx, st.Name); err == nil && json.Unmarshal(e.Value(), &m) == nil && m.Seq > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(logPath)
+			t.Fatalf("no checkpoint within 30s\n%s", log)
+		}
+	}
+	if err := proc.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = proc.Wait()
+	if e, err := ckpt.Get(ctx, st.Name); err != nil || json.Unmarshal(e.Value(), &m) != nil || m.Seq >= 40000 {
 		t.Fatalf("checkpoint at the kill is at sequence %d (%v); the kill should land mid-run", m.Seq, err)
 	}
 	t.Logf("killed with the checkpoint at sequence %d", m.Seq)
