@@ -70,9 +70,9 @@ type OutLine struct {
 	Data    string `json:"data"`
 }
 
-// Generate publishes events made by make to st's subjects, with the mix of
+// Generate publishes events made by newEvent to st's subjects, with the mix of
 // disorder, lateness, duplicates and malformed events the options ask for.
-func Generate(ctx context.Context, js jetstream.JetStream, st *spec.Stream, make EventFunc, o GenOptions) (GenStats, error) {
+func Generate(ctx context.Context, js jetstream.JetStream, st *spec.Stream, newEvent EventFunc, o GenOptions) (GenStats, error) {
 	r := rand.New(rand.NewPCG(o.Seed, o.Seed^0x9e3779b97f4a7c15))
 	var out *bufio.Writer
 	if o.Out != nil {
@@ -124,7 +124,7 @@ func Generate(ctx context.Context, js jetstream.JetStream, st *spec.Stream, make
 		case x < o.Late+o.OOO && st.OutOfOrderness > 0:
 			ts, kind = now.Add(-time.Duration(r.Int64N(int64(st.OutOfOrderness)))), "ooo"
 		}
-		ev := make(r, i, ts.UTC().Truncate(time.Microsecond))
+		ev := newEvent(r, i, ts.UTC().Truncate(time.Microsecond))
 		id := fmt.Sprint(ev[c.Fields[c.ID].Name])
 		if r.Float64() < o.Invalid {
 			data := corrupt(r, c, ev)
