@@ -145,7 +145,7 @@ func selectFiles(schema *arrow.Schema, paths []string) string {
 	}
 	quoted := make([]string, len(paths))
 	for i, p := range paths {
-		quoted[i] = "'" + strings.ReplaceAll(p, "'", "''") + "'"
+		quoted[i] = spec.QuoteString(p)
 	}
 	return "SELECT * FROM read_parquet([" + strings.Join(quoted, ", ") + "])"
 }

@@ -64,10 +64,14 @@ func RawFileKey(stream string, p Partition, from, to uint64) string {
 	return fmt.Sprintf("%s/%s/seq-%020d-%020d.parquet", RawTable(stream), p.Path(), from, to)
 }
 
+// CorrectionsTable is the lake table name of a view's corrections.
+func CorrectionsTable(view string) string { return "corrections/" + view }
+
 // ViewFileKey names a view partition's batch file computed from version of
-// the raw table. A retry of the same recompute writes the same key.
-func ViewFileKey(view string, p Partition, rawVersion int64) string {
-	return fmt.Sprintf("%s/%s/v-%020d.parquet", ViewTable(view), p.Path(), rawVersion)
+// the raw table, with mark naming the input it read. A retry of the same
+// recompute writes the same key.
+func ViewFileKey(view string, p Partition, rawVersion int64, mark string) string {
+	return fmt.Sprintf("%s/%s/v-%020d-%s.parquet", ViewTable(view), p.Path(), rawVersion, mark)
 }
 
 func logKey(table string, version int64) string {

@@ -60,6 +60,18 @@ type Commit struct {
 	Rows       int64             `json:"rows"` // rows added
 	Source     *SeqRange         `json:"source,omitempty"`
 	Meta       map[string]string `json:"meta,omitempty"`
+	// Replace makes the commit replace its Partitions whole: it must remove
+	// exactly the files live in them, so of two writers racing to rewrite a
+	// partition only one lands (the other gets ErrConflict).
+	Replace bool `json:"replace,omitempty"`
+	// Props are table properties this commit sets (a tideline, how far
+	// compaction has covered the stream); a snapshot holds the latest value
+	// of each.
+	Props map[string]string `json:"props,omitempty"`
+	// IfProps makes the commit conditional: each property must have this
+	// value ("" for unset) in the snapshot it lands on, or the commit fails
+	// with ErrConflict. It is compare-and-swap for Props.
+	IfProps map[string]string `json:"if_props,omitempty"`
 }
 
 // Snapshot is a table's log replayed up to Version. It is immutable.
@@ -73,6 +85,8 @@ type Snapshot struct {
 	// Marks holds each partition's last recompute marker (Commit.Meta
 	// "mark"), so a reader knows which input a batch file reflects.
 	Marks map[string]string `json:"marks,omitempty"`
+	// Props are the table's properties, each as its last commit set it.
+	Props map[string]string `json:"props,omitempty"`
 }
 
 // List returns the live files in key order.
@@ -115,6 +129,7 @@ func (s *Snapshot) clone() *Snapshot {
 	c := *s
 	c.Files = maps.Clone(s.Files)
 	c.Marks = maps.Clone(s.Marks)
+	c.Props = maps.Clone(s.Props)
 	if c.Files == nil {
 		c.Files = map[string]File{}
 	}
@@ -150,6 +165,24 @@ func (s *Snapshot) check(c *Commit) error {
 			return fmt.Errorf("cannot commit to %s: %w: it removes %s, which is not live at version %d", s.Table, ErrConflict, k, s.Version)
 		}
 	}
+	if c.Replace {
+		removes := map[string]bool{}
+		for _, k := range c.Remove {
+			removes[k] = true
+		}
+		for _, p := range c.Partitions {
+			for _, f := range s.In(p) {
+				if !removes[f.Key] {
+					return fmt.Errorf("cannot replace partition %s of %s: %w: %s was committed there since (version %d)", p, s.Table, ErrConflict, f.Key, s.Version)
+				}
+			}
+		}
+	}
+	for k, want := range c.IfProps {
+		if got := s.Props[k]; got != want {
+			return fmt.Errorf("cannot commit to %s: %w: property %s is %q at version %d, not %q", s.Table, ErrConflict, k, got, s.Version, want)
+		}
+	}
 	return nil
 }
 
@@ -170,6 +203,12 @@ func (s *Snapshot) apply(c *Commit) {
 		for _, p := range c.Partitions {
 			s.Marks[p] = m
 		}
+	}
+	if len(c.Props) > 0 {
+		if s.Props == nil {
+			s.Props = map[string]string{}
+		}
+		maps.Copy(s.Props, c.Props)
 	}
 	s.Version, s.Time = c.Version, c.Time
 }

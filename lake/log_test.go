@@ -45,9 +45,28 @@ func TestTableCommitRules(t *testing.T) {
 			if _, err := tbl.Commit(ctx, Commit{Op: "recompute", Add: []File{dataFile("f3", 1)}, Remove: []string{"f1"}}); !errors.Is(err, ErrConflict) {
 				t.Errorf("stale remove: %v, want ErrConflict", err)
 			}
+			// Replace: two writers both saw partition q empty; the second
+			// would leave q with two files, so it must lose.
+			q := func(key string) File { return File{Key: key, Partition: "q", Rows: 1} }
+			if _, err := tbl.Commit(ctx, Commit{Op: "recompute", Add: []File{q("q1")}, Partitions: []string{"q"}, Replace: true}); err != nil {
+				t.Fatalf("first replace of q: %v", err)
+			}
+			if _, err := tbl.Commit(ctx, Commit{Op: "recompute", Add: []File{q("q2")}, Partitions: []string{"q"}, Replace: true}); !errors.Is(err, ErrConflict) {
+				t.Errorf("second replace of q from a stale view: %v, want ErrConflict", err)
+			}
+			if snap, err = tbl.Commit(ctx, Commit{Op: "recompute", Add: []File{q("q2")}, Remove: []string{"q1"}, Partitions: []string{"q"}, Replace: true}); err != nil || len(snap.In("q")) != 1 {
+				t.Fatalf("replace of q that removes q1: %+v, %v", snap, err)
+			}
+			// Properties are compare-and-swap with IfProps.
+			if snap, err = tbl.Commit(ctx, Commit{Op: "advance", Props: map[string]string{"tideline": "10"}, IfProps: map[string]string{"tideline": ""}}); err != nil || snap.Props["tideline"] != "10" {
+				t.Fatalf("set tideline: %+v, %v", snap, err)
+			}
+			if _, err := tbl.Commit(ctx, Commit{Op: "advance", Props: map[string]string{"tideline": "5"}, IfProps: map[string]string{"tideline": ""}}); !errors.Is(err, ErrConflict) {
+				t.Errorf("stale tideline move: %v, want ErrConflict", err)
+			}
 			// A fresh reader, in another process say, sees the same table.
 			again, err := OpenTable(s, "raw/rules").Snapshot(ctx)
-			if err != nil || again.Version != snap.Version || len(again.Files) != 1 || again.HighSeq != 100 {
+			if err != nil || again.Version != snap.Version || len(again.Files) != 3 || again.HighSeq != 100 || again.Props["tideline"] != "10" {
 				t.Errorf("fresh reader: %+v, %v; want version %d", again, err, snap.Version)
 			}
 		})

@@ -556,7 +556,7 @@ func (n *lit) sql(b *strings.Builder) { b.WriteString(sqlLiteral(n.v, n.t)) }
 func sqlLiteral(v Value, t Type) string {
 	switch t {
 	case TypeString:
-		return "'" + strings.ReplaceAll(v.Str, "'", "''") + "'"
+		return QuoteString(v.Str)
 	case TypeBool:
 		return strconv.FormatBool(v.Bool)
 	}
@@ -577,6 +577,9 @@ func (n *colRef) sql(b *strings.Builder) {
 	}
 	b.WriteString(QuoteIdent(n.col.Name))
 }
+
+// QuoteString quotes a string literal for DuckDB SQL.
+func QuoteString(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // QuoteIdent quotes a name for DuckDB SQL.
 func QuoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }

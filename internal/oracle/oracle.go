@@ -23,7 +23,7 @@ import (
 func Load(ctx context.Context, db *sql.DB, st *spec.Stream, outFile string) error {
 	var cols []string
 	for _, f := range st.Contract.Fields {
-		x := "j->>" + quoteString(f.Name)
+		x := "j->>" + spec.QuoteString(f.Name)
 		var expr string
 		switch f.Type {
 		case spec.TypeString:
@@ -43,7 +43,7 @@ func Load(ctx context.Context, db *sql.DB, st *spec.Stream, outFile string) erro
 		WITH src AS (SELECT i, CAST(data AS JSON) AS j FROM read_json(%s, format='newline_delimited',
 			columns={i: 'BIGINT', kind: 'VARCHAR', data: 'VARCHAR'}) WHERE kind <> 'invalid')
 		SELECT %s, i AS _i FROM src QUALIFY row_number() OVER (PARTITION BY %s ORDER BY i) = 1`,
-		quoteString(outFile), strings.Join(cols, ", "), "j->>"+quoteString(st.Contract.Fields[st.Contract.ID].Name))
+		spec.QuoteString(outFile), strings.Join(cols, ", "), "j->>"+spec.QuoteString(st.Contract.Fields[st.Contract.ID].Name))
 	if _, err := db.ExecContext(ctx, q); err != nil {
 		return fmt.Errorf("cannot load %s into the oracle: %w", outFile, err)
 	}
@@ -58,7 +58,6 @@ func pow10(n int) int64 {
 	return p
 }
 
-func quoteString(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // Row is one window of a view in a form both sides can produce.
 type Row struct {

@@ -1,0 +1,106 @@
+package activities
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+
+	"tideline/lake"
+)
+
+// AdvanceResult says how far a view's tideline moved.
+type AdvanceResult struct {
+	View string    `json:"view"`
+	From time.Time `json:"from"` // the tideline before
+	To   time.Time `json:"to"`   // and after
+	// Passed counts the partitions the tideline moved over.
+	Passed int `json:"passed"`
+	// Corrections counts windows whose speed value batch replaced.
+	Corrections int `json:"corrections"`
+	// Waiting says what holds the tideline where it is.
+	Waiting string `json:"waiting,omitempty"`
+}
+
+// Advance moves a view's tideline over every partition after it that is
+// sealed and whose batch result is current, stopping at the first that is
+// not. For each window it passes that the speed layer served with another
+// value, it records a correction. The move is compare-and-swap on the view
+// table, so of two racing advances one lands and the other retries.
+func (a *Activities) Advance(ctx context.Context, in ViewInput) (AdvanceResult, error) {
+	defer a.observe("advance", time.Now())
+	s, err := a.readView(ctx, in.View)
+	if err != nil {
+		return AdvanceResult{}, err
+	}
+	v := s.view
+	res := AdvanceResult{View: v.Name, From: s.tideline, To: s.tideline}
+	if len(s.parts) == 0 {
+		res.Waiting = "no raw data yet"
+		return res, nil
+	}
+	t := s.tideline
+	if t.IsZero() {
+		t = s.parts[0].Start
+	}
+	size := v.Stream.Partition
+	var passed []lake.Partition
+	for p := lake.PartitionOf(t.UnixMicro(), size); ; p = lake.PartitionOf(p.End().UnixMicro(), size) {
+		ps := s.state(p)
+		if !ps.Sealed {
+			res.Waiting = fmt.Sprintf("partition %s is not sealed: compaction has covered the stream to %s, it needs %s", ps.Partition, formatTime(s.covered), formatTime(ps.SealedAt))
+			break
+		}
+		if !ps.Current {
+			res.Waiting = fmt.Sprintf("partition %s needs a recompute", ps.Partition)
+			break
+		}
+		passed = append(passed, p)
+		t = p.End()
+	}
+	res.To, res.Passed = t, len(passed)
+	if t.Equal(s.tideline) {
+		return res, nil
+	}
+	// Corrections first: they are keyed by partition, so a retry after a
+	// crash between the two commits records nothing twice.
+	files := map[string]correctionFile{}
+	for _, p := range passed {
+		batchFiles := s.batch.In(p.Path())
+		if len(batchFiles) == 0 {
+			continue
+		}
+		batch, err := a.readBatch(ctx, v, batchFiles, p.Start, p.End())
+		if err != nil {
+			return res, err
+		}
+		speed, err := a.readSpeed(ctx, v, p.Start, p.End())
+		if err != nil {
+			return res, err
+		}
+		rows, touched := diff(v, KindSpeed, speed, batch, a.Now())
+		if touched > 0 {
+			files[fmt.Sprintf("%s/%s/speed.parquet", lake.CorrectionsTable(v.Name), p.Path())] = correctionFile{p.Path(), rows}
+			res.Corrections += touched
+		}
+		activity.RecordHeartbeat(ctx, p.Path())
+	}
+	if err := a.recordCorrections(ctx, v, files); err != nil {
+		return res, err
+	}
+	_, err = a.viewTable(v).Commit(ctx, lake.Commit{Op: "advance",
+		Props:   map[string]string{PropTideline: formatTime(t)},
+		IfProps: map[string]string{PropTideline: s.batch.Props[PropTideline]}})
+	if errors.Is(err, lake.ErrConflict) {
+		return res, fmt.Errorf("cannot move the tideline of view %s: another advance moved it first; retrying reads it again: %w", v.Name, err)
+	}
+	if err != nil {
+		return res, fromLake(err)
+	}
+	a.Metrics.Corrections.WithLabelValues(v.Name, KindSpeed).Add(float64(res.Corrections))
+	a.Metrics.Tideline.WithLabelValues(v.Name).Set(float64(t.Unix()))
+	a.Log.Info("tideline advanced", "view", v.Name, "from", formatTime(s.tideline), "to", formatTime(t), "partitions", len(passed), "corrections", res.Corrections, "waiting", res.Waiting)
+	return res, nil
+}

@@ -1,0 +1,152 @@
+package activities
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+
+	"tideline/lake"
+	"tideline/spec"
+)
+
+// Table properties.
+const (
+	// PropCovered (raw tables): every message the broker received before
+	// this instant (RFC 3339) is committed.
+	PropCovered = "covered"
+	// PropTideline (view tables): windows starting before this instant
+	// (RFC 3339) are served from batch.
+	PropTideline = "tideline"
+)
+
+func timeProp(s *lake.Snapshot, key string) time.Time {
+	t, _ := time.Parse(time.RFC3339Nano, s.Props[key])
+	return t
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+// inputEnd is the end of the event times a view partition reads: a window
+// starting in the partition's last hop ends size-hop after it.
+func inputEnd(v *spec.View, p lake.Partition) time.Time { return p.End().Add(v.Size - v.Hop) }
+
+// SealedAt is when, in broker time, a view partition is sealed: the speed
+// layer has closed every window starting in it, and compaction covering
+// this instant has every event it received for them.
+func SealedAt(v *spec.View, p lake.Partition) time.Time {
+	st := v.Stream
+	return inputEnd(v, p).Add(v.Lateness + st.OutOfOrderness + st.IdleTimeout)
+}
+
+// viewPartitions are the partitions of v holding a window with an event of
+// the raw partitions given: a hopping window starting in the partition
+// before a raw one can hold its events.
+func viewPartitions(v *spec.View, raw []string) ([]lake.Partition, error) {
+	size := v.Stream.Partition
+	set := map[time.Time]lake.Partition{}
+	for _, path := range raw {
+		q, err := lake.ParsePartition(path, size)
+		if err != nil {
+			return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("cannot read raw table of stream %s: %v", v.Stream.Name, err), ErrTypeBadData, err)
+		}
+		first := lake.PartitionOf(q.Start.Add(-(v.Size - v.Hop)).UnixMicro(), size)
+		for p := first; p.Start.Before(q.End()); p = lake.PartitionOf(p.End().UnixMicro(), size) {
+			set[p.Start] = p
+		}
+	}
+	out := make([]lake.Partition, 0, len(set))
+	for _, p := range set {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b lake.Partition) int { return a.Start.Compare(b.Start) })
+	return out, nil
+}
+
+// inputs are the raw files a view partition reads, in key order.
+func inputs(v *spec.View, raw *lake.Snapshot, p lake.Partition) []lake.File {
+	size := v.Stream.Partition
+	end := inputEnd(v, p)
+	var out []lake.File
+	for q := p; q.Start.Before(end); q = lake.PartitionOf(q.End().UnixMicro(), size) {
+		out = append(out, raw.In(q.Path())...)
+	}
+	return out
+}
+
+// mark identifies the input of a view partition's recompute: the view's SQL
+// and the raw files it reads. A batch file whose mark differs is stale.
+func mark(v *spec.View, files []lake.File) string {
+	h := sha256.New()
+	h.Write([]byte(v.SQL("input")))
+	for _, f := range files {
+		h.Write([]byte{0})
+		h.Write([]byte(f.Key))
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// PartitionState is what the batch layer knows of one view partition.
+type PartitionState struct {
+	Partition string    `json:"partition"`
+	Start     time.Time `json:"start"`
+	SealedAt  time.Time `json:"sealed_at"`
+	Sealed    bool      `json:"sealed"`
+	Inputs    int       `json:"inputs"`   // raw files it reads
+	Computed  bool      `json:"computed"` // it has a batch result
+	Current   bool      `json:"current"`  // its batch result reflects the raw files there now
+}
+
+// viewState is a consistent read of a view and its stream's raw table.
+type viewState struct {
+	view     *spec.View
+	raw      *lake.Snapshot
+	batch    *lake.Snapshot
+	covered  time.Time
+	tideline time.Time
+	parts    []lake.Partition // with raw data, in order
+}
+
+func (a *Activities) readView(ctx context.Context, name string) (*viewState, error) {
+	v, err := a.view(name)
+	if err != nil {
+		return nil, err
+	}
+	// The view first: a raw commit landing in between only makes the view
+	// look staler than it is, never fresher.
+	batch, err := a.viewTable(v).Snapshot(ctx)
+	if err != nil {
+		return nil, fromLake(err)
+	}
+	raw, err := a.rawTable(v.Stream).Snapshot(ctx)
+	if err != nil {
+		return nil, fromLake(err)
+	}
+	parts, err := viewPartitions(v, raw.Partitions())
+	if err != nil {
+		return nil, err
+	}
+	return &viewState{view: v, raw: raw, batch: batch, covered: timeProp(raw, PropCovered), tideline: timeProp(batch, PropTideline), parts: parts}, nil
+}
+
+func (s *viewState) state(p lake.Partition) PartitionState {
+	in := inputs(s.view, s.raw, p)
+	sealedAt := SealedAt(s.view, p)
+	got, computed := s.batch.Marks[p.Path()]
+	return PartitionState{
+		Partition: p.Path(), Start: p.Start, SealedAt: sealedAt,
+		Sealed:   !s.covered.IsZero() && !s.covered.Before(sealedAt),
+		Inputs:   len(in),
+		Computed: computed,
+		Current:  len(in) == 0 || (computed && got == mark(s.view, in)),
+	}
+}

@@ -1,0 +1,285 @@
+package activities
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+
+	"tideline/lake"
+	"tideline/spec"
+)
+
+// ErrTypeNotSealed is a retryable error: compaction has not covered the
+// partition yet, so computing it now would use half the data.
+const ErrTypeNotSealed = "NotSealed"
+
+// ViewInput names a view.
+type ViewInput struct {
+	View string `json:"view"`
+}
+
+// PendingResult lists a view's partitions by what they need.
+type PendingResult struct {
+	View     string    `json:"view"`
+	Tideline time.Time `json:"tideline"`
+	Covered  time.Time `json:"covered"`
+	// Stale are sealed partitions whose batch result is missing or out of
+	// date: what a recompute should run for now.
+	Stale []string `json:"stale"`
+	// Unsealed are partitions compaction has not covered yet.
+	Unsealed []string `json:"unsealed"`
+}
+
+// Pending reports which partitions of a view are sealed and stale. It only
+// reads, so workflows run it as a local activity.
+func (a *Activities) Pending(ctx context.Context, in ViewInput) (PendingResult, error) {
+	s, err := a.readView(ctx, in.View)
+	if err != nil {
+		return PendingResult{}, err
+	}
+	res := PendingResult{View: in.View, Tideline: s.tideline, Covered: s.covered}
+	for _, p := range s.parts {
+		switch ps := s.state(p); {
+		case !ps.Sealed:
+			res.Unsealed = append(res.Unsealed, ps.Partition)
+		case !ps.Current:
+			res.Stale = append(res.Stale, ps.Partition)
+		}
+	}
+	return res, nil
+}
+
+// PartitionInput names one partition of a view.
+type PartitionInput struct {
+	View      string `json:"view"`
+	Partition string `json:"partition"` // dt=YYYY-MM-DD/hr=HH[/min=MM]
+}
+
+// Partition reports the state of one view partition.
+func (a *Activities) Partition(ctx context.Context, in PartitionInput) (PartitionState, error) {
+	s, err := a.readView(ctx, in.View)
+	if err != nil {
+		return PartitionState{}, err
+	}
+	p, err := a.parsePartition(s.view, in.Partition)
+	if err != nil {
+		return PartitionState{}, err
+	}
+	return s.state(p), nil
+}
+
+func (a *Activities) parsePartition(v *spec.View, path string) (lake.Partition, error) {
+	p, err := lake.ParsePartition(path, v.Stream.Partition)
+	if err != nil {
+		return lake.Partition{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf("cannot use partition of view %s: %v", v.Name, err), ErrTypeBadInput, err)
+	}
+	return p, nil
+}
+
+// RecomputeResult says what a recompute wrote.
+type RecomputeResult struct {
+	View       string `json:"view"`
+	Partition  string `json:"partition"`
+	Current    bool   `json:"current,omitempty"` // nothing to do: the batch result was current
+	Inputs     int    `json:"inputs"`            // raw files read
+	Rows       int64  `json:"rows"`              // windows written
+	Events     int64  `json:"events"`            // valid, distinct events counted
+	RawVersion int64  `json:"raw_version"`
+	Key        string `json:"key,omitempty"`
+	// Corrections counts windows below the tideline whose batch value
+	// changed.
+	Corrections int `json:"corrections,omitempty"`
+}
+
+// Recompute computes a sealed view partition exactly from its raw files
+// with DuckDB: repeated ids dropped (the first by stream sequence kept), then
+// the view's SQL from spec. It replaces the partition's batch file in one
+// commit, and checks that the windows count the partition's valid, distinct
+// events. Below the tideline, what changed is recorded as corrections.
+func (a *Activities) Recompute(ctx context.Context, in PartitionInput) (RecomputeResult, error) {
+	defer a.observe("recompute", time.Now())
+	s, err := a.readView(ctx, in.View)
+	if err != nil {
+		return RecomputeResult{}, err
+	}
+	v := s.view
+	p, err := a.parsePartition(v, in.Partition)
+	if err != nil {
+		return RecomputeResult{}, err
+	}
+	ps := s.state(p)
+	res := RecomputeResult{View: v.Name, Partition: ps.Partition, Inputs: ps.Inputs, RawVersion: s.raw.Version}
+	if !ps.Sealed {
+		return res, temporal.NewApplicationError(fmt.Sprintf("cannot recompute partition %s of view %s yet: compaction has covered the stream to %s, it needs %s",
+			ps.Partition, v.Name, formatTime(s.covered), formatTime(ps.SealedAt)), ErrTypeNotSealed)
+	}
+	if ps.Current {
+		res.Current = true
+		return res, nil
+	}
+	in2 := inputs(v, s.raw, p)
+	m := mark(v, in2)
+	paths, err := a.fetch(ctx, in2)
+	if err != nil {
+		return res, err
+	}
+	defer a.Cache.Unpin(paths)
+	activity.RecordHeartbeat(ctx, "fetched")
+
+	tmp, err := os.CreateTemp(a.TmpDir, "tideline-view-*.parquet")
+	if err != nil {
+		return res, fmt.Errorf("cannot stage the batch file of %s %s: %w", v.Name, ps.Partition, err)
+	}
+	tmp.Close()
+	defer os.Remove(tmp.Name())
+	q := recomputeSQL(v, paths, p)
+	err = heartbeating(ctx, "computing", func() error {
+		_, err := a.DB.ExecContext(ctx, "COPY ("+q.view+") TO "+spec.QuoteString(tmp.Name())+" (FORMAT parquet, COMPRESSION zstd)")
+		return err
+	})
+	if err != nil {
+		return res, fmt.Errorf("cannot compute partition %s of view %s from %d raw file(s): %w", ps.Partition, v.Name, len(in2), err)
+	}
+	activity.RecordHeartbeat(ctx, "computed")
+	if res.Rows, err = lake.CheckParquet(tmp.Name()); err != nil {
+		return res, fmt.Errorf("cannot read back the batch file of %s %s: %w", v.Name, ps.Partition, err)
+	}
+	if err := heartbeating(ctx, "checking", func() error { return a.checkCount(ctx, v, q, tmp.Name(), ps.Partition, &res) }); err != nil {
+		return res, err
+	}
+	st, err := os.Stat(tmp.Name())
+	if err != nil {
+		return res, err
+	}
+	f, err := os.Open(tmp.Name())
+	if err != nil {
+		return res, err
+	}
+	defer f.Close()
+	res.Key = lake.ViewFileKey(v.Name, p, s.raw.Version, m)
+	info, err := a.Store.Put(ctx, res.Key, f, st.Size())
+	if err != nil {
+		return res, fmt.Errorf("cannot write batch file %s: %w", res.Key, err)
+	}
+	newFile := lake.File{Key: res.Key, Partition: ps.Partition, Rows: res.Rows, Bytes: st.Size(), ETag: info.ETag}
+
+	old := s.batch.In(ps.Partition)
+	if len(old) > 0 && p.Start.Before(s.tideline) {
+		// Served from batch already: what changes is a correction.
+		if res.Corrections, err = a.correctBatch(ctx, v, old, newFile, p); err != nil {
+			return res, err
+		}
+	}
+	commit := lake.Commit{Op: "recompute", Add: []lake.File{newFile}, Partitions: []string{ps.Partition}, Replace: true,
+		Meta: map[string]string{"mark": m, "raw_version": strconv.FormatInt(s.raw.Version, 10), "events": strconv.FormatInt(res.Events, 10)}}
+	for _, f := range old {
+		commit.Remove = append(commit.Remove, f.Key)
+	}
+	_, err = a.viewTable(v).Commit(ctx, commit)
+	switch {
+	case errors.Is(err, lake.ErrAlreadyCommitted):
+	case err != nil:
+		return res, fromLake(err) // a conflict retries from a fresh read
+	}
+	a.Metrics.Recomputes.WithLabelValues(v.Name).Inc()
+	a.Log.Info("recomputed", "view", v.Name, "partition", ps.Partition, "inputs", len(in2), "rows", res.Rows, "events", res.Events)
+	return res, nil
+}
+
+type recomputeQuery struct {
+	read  string // the raw rows of the partition's event times
+	input string // the partition's valid, distinct events
+	view  string // the view's windows starting in the partition
+	lo    int64  // the partition's start and end, UTC microseconds
+	hi    int64
+	inEnd int64 // end of the event times read
+}
+
+func recomputeSQL(v *spec.View, paths []string, p lake.Partition) recomputeQuery {
+	c := v.Stream.Contract
+	ts := spec.QuoteIdent(c.Fields[c.Time].Name)
+	q := recomputeQuery{lo: p.Start.UnixMicro(), hi: p.End().UnixMicro(), inEnd: inputEnd(v, p).UnixMicro()}
+	q.read = fmt.Sprintf("SELECT * FROM read_parquet(%s) WHERE %s >= make_timestamptz(%d) AND %s < make_timestamptz(%d)",
+		sqlList(paths), ts, q.lo, ts, q.inEnd)
+	q.input = "(" + q.read + " QUALIFY row_number() OVER (PARTITION BY " + spec.QuoteIdent(c.Fields[c.ID].Name) + " ORDER BY _seq) = 1)"
+	q.view = fmt.Sprintf("SELECT * FROM (%s) WHERE window_start >= make_timestamptz(%d) AND window_start < make_timestamptz(%d) ORDER BY ALL",
+		v.SQL(q.input), q.lo, q.hi)
+	return q
+}
+
+// checkCount holds the view's count measure to a count made another way:
+// distinct ids by min(_seq) with GROUP BY rather than a window function,
+// each event counted once per window of the partition holding it.
+func (a *Activities) checkCount(ctx context.Context, v *spec.View, q recomputeQuery, file, partition string, res *RecomputeResult) error {
+	count := -1
+	for i, m := range v.Measures {
+		if m.Kind == spec.Count {
+			count = i
+			break
+		}
+	}
+	c := v.Stream.Contract
+	ts := "epoch_us(" + spec.QuoteIdent(c.Fields[c.Time].Name) + ")"
+	id := spec.QuoteIdent(c.Fields[c.ID].Name)
+	filter := "true"
+	if v.Filter != nil {
+		filter = v.Filter.SQL()
+	}
+	hop := v.Hop.Microseconds()
+	expect := fmt.Sprintf(`WITH src AS (%s),
+		first AS (SELECT * FROM src WHERE _seq IN (SELECT min(_seq) FROM src GROUP BY %s)),
+		e AS (SELECT %s - ((%s %% %d) + %d) %% %d AS base FROM first WHERE %s)
+		SELECT (SELECT count(*) FROM first), count(*) FROM e, range(0, %d) AS k(k) WHERE base - k*%d >= %d AND base - k*%d < %d`,
+		q.read, id, ts, ts, hop, hop, hop, filter, v.Size/v.Hop, hop, q.lo, hop, q.hi)
+	var events, want int64
+	if err := a.DB.QueryRowContext(ctx, expect).Scan(&events, &want); err != nil {
+		return fmt.Errorf("cannot count the events of partition %s of view %s: %w", partition, v.Name, err)
+	}
+	res.Events = events
+	if count < 0 {
+		return nil // no count measure to hold to it
+	}
+	var got int64
+	if err := a.DB.QueryRowContext(ctx, fmt.Sprintf("SELECT coalesce(sum(%s), 0) FROM read_parquet(%s)",
+		spec.QuoteIdent(v.Measures[count].Name), spec.QuoteString(file))).Scan(&got); err != nil {
+		return fmt.Errorf("cannot read back the batch file of %s %s: %w", v.Name, partition, err)
+	}
+	if got != want {
+		a.Metrics.DataQuality.WithLabelValues("recompute").Inc()
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf(
+			"cannot commit partition %s of view %s: its windows count %d events, the raw files hold %d valid, distinct events in them",
+			partition, v.Name, got, want), ErrTypeDataQuality, nil)
+	}
+	return nil
+}
+
+// correctBatch records what a recompute below the tideline changes.
+func (a *Activities) correctBatch(ctx context.Context, v *spec.View, old []lake.File, newFile lake.File, p lake.Partition) (int, error) {
+	before, err := a.readBatch(ctx, v, old, p.Start, p.End())
+	if err != nil {
+		return 0, err
+	}
+	after, err := a.readBatch(ctx, v, []lake.File{newFile}, p.Start, p.End())
+	if err != nil {
+		return 0, err
+	}
+	rows, touched := diff(v, KindBatch, before, after, a.Now())
+	if touched == 0 {
+		return 0, nil
+	}
+	// Keyed by what is replaced: only one commit can remove it, so the
+	// correction is recorded once however often this is retried.
+	key := fmt.Sprintf("%s/%s/batch-%s", lake.CorrectionsTable(v.Name), p.Path(), filepath.Base(old[0].Key))
+	if err := a.recordCorrections(ctx, v, map[string]correctionFile{key: {p.Path(), rows}}); err != nil {
+		return 0, err
+	}
+	a.Metrics.Corrections.WithLabelValues(v.Name, KindBatch).Add(float64(touched))
+	return touched, nil
+}

@@ -1,0 +1,352 @@
+package activities
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"tideline/lake"
+	"tideline/spec"
+	"tideline/stream"
+)
+
+// window is one row of a view: a window of one group.
+type window struct {
+	start    int64          // UTC microseconds
+	dims     map[string]any // for the corrections' dims column
+	measures []*int64       // nil is SQL null; decimals in minor units
+}
+
+// windows of one view, keyed by start and rendered group values.
+type windows map[string]*window
+
+func windowKey(start int64, dims []string) string {
+	return strconv.FormatInt(start, 10) + "\x1e" + strings.Join(dims, "\x1f")
+}
+
+// dimText renders a group value the same from DuckDB and from JSON.
+func dimText(c *spec.Column, x any) (string, error) {
+	switch x := x.(type) {
+	case nil:
+		return "\x00", nil
+	case string:
+		switch c.Type {
+		case spec.TypeTimestamp:
+			t, err := time.Parse(time.RFC3339Nano, x)
+			return strconv.FormatInt(t.UnixMicro(), 10), err
+		}
+		return x, nil
+	case bool:
+		return strconv.FormatBool(x), nil
+	case int64:
+		return strconv.FormatInt(x, 10), nil
+	case time.Time:
+		return strconv.FormatInt(x.UnixMicro(), 10), nil
+	case json.Number:
+		if c.Type == spec.TypeDecimal {
+			n, err := spec.ParseDecimal(x.String(), c.Scale)
+			return strconv.FormatInt(n, 10), err
+		}
+		return x.String(), nil
+	}
+	return "", fmt.Errorf("cannot read group value %v (%T) of column %s", x, x, c.Name)
+}
+
+// readBatch reads the windows starting in [lo, hi) from batch files.
+func (a *Activities) readBatch(ctx context.Context, v *spec.View, files []lake.File, lo, hi time.Time) (windows, error) {
+	out := windows{}
+	if len(files) == 0 {
+		return out, nil
+	}
+	paths, err := a.fetch(ctx, files)
+	if err != nil {
+		return nil, err
+	}
+	defer a.Cache.Unpin(paths)
+	q := fmt.Sprintf("SELECT * FROM read_parquet(%s) WHERE window_start >= make_timestamptz(%d) AND window_start < make_timestamptz(%d)",
+		sqlList(paths), lo.UnixMicro(), hi.UnixMicro())
+	rows, err := a.DB.QueryContext(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read batch files of view %s: %w", v.Name, err)
+	}
+	defer rows.Close()
+	n := 2 + len(v.GroupBy) + len(v.Measures)
+	vals, ptrs := make([]any, n), make([]any, n)
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, fmt.Errorf("cannot read batch files of view %s: %w", v.Name, err)
+		}
+		w := &window{start: vals[0].(time.Time).UnixMicro(), dims: map[string]any{}}
+		texts := make([]string, len(v.GroupBy))
+		for i, c := range v.GroupBy {
+			x := vals[2+i]
+			if texts[i], err = dimText(c, x); err != nil {
+				return nil, err
+			}
+			w.dims[c.Name] = x
+		}
+		for i := range v.Measures {
+			if x, ok := vals[2+len(v.GroupBy)+i].(int64); ok {
+				w.measures = append(w.measures, &x)
+			} else {
+				w.measures = append(w.measures, nil)
+			}
+		}
+		out[windowKey(w.start, texts)] = w
+	}
+	return out, rows.Err()
+}
+
+// readSpeed reads the speed layer's windows of v starting in [lo, hi) from
+// its KV bucket. A missing bucket means the speed layer never ran.
+func (a *Activities) readSpeed(ctx context.Context, v *spec.View, lo, hi time.Time) (windows, error) {
+	out := windows{}
+	kv, err := a.JS.KeyValue(ctx, stream.ViewBucket(v.Name))
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot open KV bucket %s: %w", stream.ViewBucket(v.Name), err)
+	}
+	var filters []string
+	for s := lo.UnixMicro(); s < hi.UnixMicro(); s += v.Hop.Microseconds() {
+		filters = append(filters, strconv.FormatInt(s, 10)+".*")
+	}
+	if len(filters) == 0 {
+		return out, nil
+	}
+	w, err := kv.WatchFiltered(ctx, filters, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("cannot read KV bucket %s: %w", stream.ViewBucket(v.Name), err)
+	}
+	defer w.Stop()
+	for {
+		var e jetstream.KeyValueEntry
+		select {
+		case e = <-w.Updates():
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if e == nil {
+			return out, nil // the initial values are all delivered
+		}
+		win, key, err := decodeSpeed(v, e.Value())
+		if err != nil {
+			return nil, fmt.Errorf("cannot read window %s of KV bucket %s: %w", e.Key(), stream.ViewBucket(v.Name), err)
+		}
+		out[key] = win
+	}
+}
+
+func decodeSpeed(v *spec.View, data []byte) (*window, string, error) {
+	var u struct {
+		WindowStart time.Time                  `json:"window_start"`
+		Dims        map[string]any             `json:"dims"`
+		Measures    map[string]json.RawMessage `json:"measures"`
+	}
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.UseNumber()
+	if err := d.Decode(&u); err != nil {
+		return nil, "", err
+	}
+	w := &window{start: u.WindowStart.UnixMicro(), dims: map[string]any{}}
+	texts := make([]string, len(v.GroupBy))
+	for i, c := range v.GroupBy {
+		x := u.Dims[c.Name]
+		var err error
+		if texts[i], err = dimText(c, x); err != nil {
+			return nil, "", err
+		}
+		w.dims[c.Name] = x
+	}
+	for _, m := range v.Measures {
+		raw := strings.TrimSpace(string(u.Measures[m.Name]))
+		if raw == "" || raw == "null" {
+			w.measures = append(w.measures, nil)
+			continue
+		}
+		_, scale := m.Type()
+		var n int64
+		var err error
+		if scale > 0 {
+			n, err = spec.ParseDecimal(raw, scale)
+		} else {
+			n, err = strconv.ParseInt(raw, 10, 64)
+		}
+		if err != nil {
+			return nil, "", fmt.Errorf("measure %s: %w", m.Name, err)
+		}
+		w.measures = append(w.measures, &n)
+	}
+	return w, windowKey(w.start, texts), nil
+}
+
+// Correction kinds.
+const (
+	KindSpeed = "speed" // batch replaced a value the speed layer served
+	KindBatch = "batch" // a recompute below the tideline replaced an older batch value
+)
+
+var correctionsSchema = arrow.NewSchema([]arrow.Field{
+	{Name: "view", Type: arrow.BinaryTypes.String},
+	{Name: "kind", Type: arrow.BinaryTypes.String},
+	{Name: "window_start", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}},
+	{Name: "window_end", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}},
+	{Name: "dims", Type: arrow.BinaryTypes.String},
+	{Name: "measure", Type: arrow.BinaryTypes.String},
+	{Name: "old_value", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+	{Name: "new_value", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+	{Name: "delta", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+	{Name: "recorded_at", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}},
+}, nil)
+
+// CorrectionsSchema is the schema of a view's corrections table: one row
+// per window, group and measure whose served value batch changed. Values
+// of decimal measures are minor units.
+func CorrectionsSchema() *arrow.Schema { return correctionsSchema }
+
+// diff compares what was served (old) with batch (new) and returns the
+// corrections, and how many windows they touch. With speed set, a window
+// missing from old counts only if the speed layer served some window of
+// the same start: otherwise it was not running then.
+func diff(v *spec.View, kind string, old, new windows, now time.Time) (*lake.Rows, int) {
+	rows := lake.NewRows(correctionsSchema, 0)
+	starts := map[int64]bool{}
+	for _, w := range old {
+		starts[w.start] = true
+	}
+	keys := slices.Sorted(maps.Keys(old))
+	for k := range new {
+		if _, ok := old[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	touched := 0
+	for _, k := range keys {
+		o, n := old[k], new[k]
+		if o == nil && (kind == KindSpeed && !starts[n.start]) {
+			continue
+		}
+		w := n
+		if w == nil {
+			w = o
+		}
+		dims, _ := json.Marshal(w.dims)
+		changed := false
+		for i, m := range v.Measures {
+			var ov, nv *int64
+			if o != nil {
+				ov = o.measures[i]
+			}
+			if n != nil {
+				nv = n.measures[i]
+			}
+			if (ov == nil) == (nv == nil) && (ov == nil || *ov == *nv) {
+				continue
+			}
+			changed = true
+			delta := spec.Value{Null: true}
+			if ov != nil || nv != nil {
+				delta = spec.Value{Int: val(nv) - val(ov)}
+			}
+			rows.Append(spec.Value{Str: v.Name}, spec.Value{Str: kind},
+				spec.Value{Int: w.start}, spec.Value{Int: w.start + v.Size.Microseconds()},
+				spec.Value{Str: string(dims)}, spec.Value{Str: m.Name},
+				nullable(ov), nullable(nv), delta, spec.Value{Int: now.UnixMicro()})
+		}
+		if changed {
+			touched++
+		}
+	}
+	return rows, touched
+}
+
+func val(p *int64) int64 {
+	if p == nil {
+		return 0
+	}
+	return *p
+}
+
+func nullable(p *int64) spec.Value {
+	if p == nil {
+		return spec.Value{Null: true}
+	}
+	return spec.Value{Int: *p}
+}
+
+// correctionFile is one file of a corrections table.
+type correctionFile struct {
+	partition string
+	rows      *lake.Rows
+}
+
+// recordCorrections commits correction files, by key, to the view's
+// corrections table. Keys are deterministic, so a retry finds them
+// committed.
+func (a *Activities) recordCorrections(ctx context.Context, v *spec.View, files map[string]correctionFile) error {
+	if len(files) == 0 {
+		return nil
+	}
+	tbl := lake.OpenTable(a.Store, lake.CorrectionsTable(v.Name))
+	snap, err := tbl.Snapshot(ctx)
+	if err != nil {
+		return fromLake(err)
+	}
+	commit := lake.Commit{Op: "correct"}
+	for _, key := range slices.Sorted(maps.Keys(files)) {
+		if _, ok := snap.Files[key]; ok {
+			continue
+		}
+		cf := files[key]
+		f, err := lake.PutParquet(ctx, a.Store, key, cf.partition, cf.rows, lake.WriteOptions{SortBy: "window_start"})
+		if err != nil {
+			return fmt.Errorf("cannot write corrections %s: %w", key, err)
+		}
+		commit.Add = append(commit.Add, f)
+	}
+	if len(commit.Add) == 0 {
+		return nil
+	}
+	if _, err := tbl.Commit(ctx, commit); err != nil && !errors.Is(err, lake.ErrAlreadyCommitted) {
+		return fromLake(err)
+	}
+	return nil
+}
+
+// fetch copies files into the local cache and pins them; the caller unpins.
+func (a *Activities) fetch(ctx context.Context, files []lake.File) ([]string, error) {
+	paths := make([]string, len(files))
+	for i, f := range files {
+		p, err := a.Cache.Fetch(ctx, a.Store, f)
+		if err != nil {
+			a.Cache.Unpin(paths[:i])
+			return nil, fromLake(fmt.Errorf("cannot read lake file %s: %w", f.Key, err))
+		}
+		a.Cache.Pin([]string{p})
+		paths[i] = p
+	}
+	return paths, nil
+}
+
+func sqlList(paths []string) string {
+	q := make([]string, len(paths))
+	for i, p := range paths {
+		q[i] = spec.QuoteString(p)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
