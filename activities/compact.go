@@ -33,6 +33,8 @@ type PlanResult struct {
 	// Covered is the broker time every message before which is in the
 	// range or committed already.
 	Covered time.Time `json:"covered"`
+	// Views are the stream's views, which the run recomputes and advances.
+	Views []string `json:"views"`
 	// Lost counts messages the stream dropped (retention) before
 	// compaction read them.
 	Lost uint64 `json:"lost,omitempty"`
@@ -60,6 +62,9 @@ func (a *Activities) Plan(ctx context.Context, in PlanInput) (PlanResult, error)
 		return PlanResult{}, fromLake(err)
 	}
 	res := PlanResult{Stream: st.Name, From: snap.HighSeq + 1, To: info.State.LastSeq, Covered: covered}
+	for _, v := range st.Views {
+		res.Views = append(res.Views, v.Name)
+	}
 	if first := info.State.FirstSeq; first > res.From && res.To >= res.From {
 		res.Lost = first - res.From
 		a.Log.Error("the stream dropped messages before compaction read them; raise its retention", "stream", st.Name, "from_seq", res.From, "to_seq", first-1)

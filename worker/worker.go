@@ -1,0 +1,102 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/operatorservice/v1"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+	sdkworker "go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+
+	"tideline/activities"
+	"tideline/spec"
+	"tideline/workflows"
+)
+
+// New returns a worker on workflows.TaskQueue with every workflow and the
+// activities registered. Start it with Run (or its own Run/Start).
+func New(c client.Client, acts *activities.Activities, o sdkworker.Options) sdkworker.Worker {
+	w := sdkworker.New(c, workflows.TaskQueue, o)
+	for _, wf := range []any{workflows.Compaction, workflows.Backfill, workflows.BackfillPartition} {
+		w.RegisterWorkflow(wf)
+	}
+	w.RegisterActivityWithOptions(acts, activity.RegisterOptions{})
+	return w
+}
+
+// Register registers the workflows with a replayer or test environment.
+func Register(r interface {
+	RegisterWorkflowWithOptions(any, workflow.RegisterOptions)
+}) {
+	for _, wf := range []any{workflows.Compaction, workflows.Backfill, workflows.BackfillPartition} {
+		r.RegisterWorkflowWithOptions(wf, workflow.RegisterOptions{})
+	}
+}
+
+// EnsureSearchAttributes registers the attributes backfills report in, if
+// the namespace lacks them.
+func EnsureSearchAttributes(ctx context.Context, c client.Client, namespace string) error {
+	have, err := c.OperatorService().ListSearchAttributes(ctx, &operatorservice.ListSearchAttributesRequest{Namespace: namespace})
+	if err != nil {
+		return fmt.Errorf("cannot list search attributes of namespace %s: %w", namespace, err)
+	}
+	missing := map[string]enums.IndexedValueType{}
+	for name, typ := range workflows.SearchAttributes {
+		if _, ok := have.GetCustomAttributes()[name]; !ok {
+			missing[name] = typ
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	_, err = c.OperatorService().AddSearchAttributes(ctx, &operatorservice.AddSearchAttributesRequest{Namespace: namespace, SearchAttributes: missing})
+	var exists *serviceerror.AlreadyExists
+	if err != nil && !errors.As(err, &exists) {
+		return fmt.Errorf("cannot add search attributes to namespace %s: %w", namespace, err)
+	}
+	return nil
+}
+
+// ScheduleID is the id of a stream's compaction schedule.
+func ScheduleID(stream string) string { return "compact/" + stream }
+
+// EnsureSchedules creates, or updates to the spec, one compaction schedule
+// per stream.
+func EnsureSchedules(ctx context.Context, c client.Client, s *spec.Spec, log *slog.Logger) error {
+	for _, st := range s.Streams {
+		id := ScheduleID(st.Name)
+		sched := client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: st.CompactEvery}}}
+		action := &client.ScheduleWorkflowAction{
+			ID: id, Workflow: workflows.Compaction, TaskQueue: workflows.TaskQueue,
+			Args: []any{workflows.CompactionInput{Stream: st.Name}},
+		}
+		_, err := c.ScheduleClient().Create(ctx, client.ScheduleOptions{
+			ID: id, Spec: sched, Action: action, Overlap: enums.SCHEDULE_OVERLAP_POLICY_SKIP,
+		})
+		if errors.Is(err, temporal.ErrScheduleAlreadyRunning) {
+			err = c.ScheduleClient().GetHandle(ctx, id).Update(ctx, client.ScheduleUpdateOptions{
+				DoUpdate: func(in client.ScheduleUpdateInput) (*client.ScheduleUpdate, error) {
+					s := in.Description.Schedule
+					s.Spec = &sched
+					s.Action = action
+					if s.Policy != nil {
+						s.Policy.Overlap = enums.SCHEDULE_OVERLAP_POLICY_SKIP
+					}
+					return &client.ScheduleUpdate{Schedule: &s}, nil
+				},
+			})
+		}
+		if err != nil {
+			return fmt.Errorf("cannot create or update schedule %s: %w", id, err)
+		}
+		log.Info("compaction scheduled", "schedule", id, "every", st.CompactEvery)
+	}
+	return nil
+}
