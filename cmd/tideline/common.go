@@ -1,9 +1,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -12,7 +17,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/pflag"
+	"go.temporal.io/sdk/client"
+	tlog "go.temporal.io/sdk/log"
 
+	"tideline/internal/devstack"
+	"tideline/lake"
 	"tideline/spec"
 )
 
@@ -59,4 +68,68 @@ func newRegistry() *prometheus.Registry {
 
 func metricsHandler(reg *prometheus.Registry) http.Handler {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
+
+// lakeFlags say where the lake is and where its local cache goes.
+type lakeFlags struct {
+	url        string
+	cacheDir   string
+	cacheBytes int64
+}
+
+func (l *lakeFlags) register(f *pflag.FlagSet) {
+	f.StringVar(&l.url, "lake", envOr("TIDELINE_LAKE", "s3://tideline/lake"), "lake URL: s3://bucket/prefix (endpoint and keys from TIDELINE_S3_*, default the dev MinIO) or file:///path (env TIDELINE_LAKE)")
+	f.StringVar(&l.cacheDir, "cache", envOr("TIDELINE_CACHE", filepath.Join(os.TempDir(), "tideline-cache")), "directory for local copies of lake files DuckDB reads (env TIDELINE_CACHE)")
+	f.Int64Var(&l.cacheBytes, "cache-bytes", 8<<30, "most bytes the cache keeps")
+}
+
+// open opens the lake store. An S3 lake with no endpoint configured is the
+// MinIO `tideline dev` runs.
+func (l *lakeFlags) open(ctx context.Context) (lake.Store, error) {
+	cfg := lake.S3ConfigFromEnv()
+	if cfg.Endpoint == "" {
+		cfg.Endpoint = "127.0.0.1:9000"
+		if cfg.AccessKey == "" {
+			cfg.AccessKey, cfg.SecretKey = devstack.MinIOAccessKey, devstack.MinIOSecretKey
+		}
+	}
+	store, err := lake.Open(ctx, l.url, cfg, lake.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("cannot open the lake at %s: %w; is MinIO running (`tideline dev` starts one), or set --lake / TIDELINE_LAKE", l.url, err)
+	}
+	return store, nil
+}
+
+// temporalFlags say how to reach Temporal.
+type temporalFlags struct {
+	hostPort  string
+	namespace string
+}
+
+func (t *temporalFlags) register(f *pflag.FlagSet) {
+	f.StringVar(&t.hostPort, "temporal", envOr("TIDELINE_TEMPORAL", "127.0.0.1:7233"), "Temporal frontend host:port (env TIDELINE_TEMPORAL)")
+	f.StringVar(&t.namespace, "namespace", envOr("TIDELINE_NAMESPACE", "default"), "Temporal namespace (env TIDELINE_NAMESPACE)")
+}
+
+func (t *temporalFlags) dial(ctx context.Context) (client.Client, error) {
+	c, err := client.DialContext(ctx, client.Options{
+		HostPort: t.hostPort, Namespace: t.namespace,
+		Logger: tlog.NewStructuredLogger(slog.Default().With("component", "temporal")),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach Temporal at %s: %w; is it running (`tideline dev` starts one), or set --temporal / TIDELINE_TEMPORAL", t.hostPort, err)
+	}
+	return c, nil
+}
+
+// serveHTTP serves mux on addr until ctx ends.
+func serveHTTP(ctx context.Context, addr string, mux *http.ServeMux) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen on --http %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	slog.Info("http listening", "addr", ln.Addr().String())
+	return func() { _ = srv.Shutdown(context.Background()) }, nil
 }

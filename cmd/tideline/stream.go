@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -53,14 +52,11 @@ process takes it over, POST /v1/ingest/{stream} for NDJSON.`,
 			mux.Handle("GET /metrics", metricsHandler(reg))
 			mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 			mux.Handle("POST /v1/ingest/{stream}", stream.NewIngester(js, s, o.Metrics))
-			ln, err := net.Listen("tcp", httpAddr)
+			stop, err := serveHTTP(ctx, httpAddr, mux)
 			if err != nil {
-				return fmt.Errorf("cannot listen on --http %s: %w", httpAddr, err)
+				return err
 			}
-			srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-			go func() { _ = srv.Serve(ln) }()
-			defer srv.Shutdown(context.Background())
-			slog.Info("http listening", "addr", ln.Addr().String())
+			defer stop()
 
 			var wg sync.WaitGroup
 			errs := make([]error, len(s.Streams))
