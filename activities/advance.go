@@ -45,20 +45,31 @@ func (a *Activities) Advance(ctx context.Context, in ViewInput) (AdvanceResult, 
 	if t.IsZero() {
 		t = s.parts[0].Start
 	}
-	size := v.Stream.Partition
+	// Data partitions in order; the empty ones between them pass when
+	// sealed, and so do the empty ones after the last, up to the seal
+	// frontier.
+	frontier := s.sealedThrough()
 	var passed []lake.Partition
-	for p := lake.PartitionOf(t.UnixMicro(), size); ; p = lake.PartitionOf(p.End().UnixMicro(), size) {
-		ps := s.state(p)
-		if !ps.Sealed {
+	blocked := false
+	for _, p := range s.parts {
+		if p.Start.Before(t) {
+			continue
+		}
+		if !p.Start.Before(frontier) {
+			ps := s.state(p)
 			res.Waiting = fmt.Sprintf("partition %s is not sealed: compaction has covered the stream to %s, it needs %s", ps.Partition, formatTime(s.covered), formatTime(ps.SealedAt))
 			break
 		}
-		if !ps.Current {
+		if ps := s.state(p); !ps.Current {
 			res.Waiting = fmt.Sprintf("partition %s needs a recompute", ps.Partition)
+			t, blocked = p.Start, true
 			break
 		}
 		passed = append(passed, p)
 		t = p.End()
+	}
+	if !blocked && frontier.After(t) {
+		t = frontier
 	}
 	res.To, res.Passed = t, len(passed)
 	if t.Equal(s.tideline) {
@@ -67,6 +78,10 @@ func (a *Activities) Advance(ctx context.Context, in ViewInput) (AdvanceResult, 
 	// Corrections first: they are keyed by partition, so a retry after a
 	// crash between the two commits records nothing twice.
 	files := map[string]correctionFile{}
+	watermark, err := a.speedWatermark(ctx, v)
+	if err != nil {
+		return res, err
+	}
 	for _, p := range passed {
 		batchFiles := s.batch.In(p.Path())
 		if len(batchFiles) == 0 {
@@ -80,7 +95,7 @@ func (a *Activities) Advance(ctx context.Context, in ViewInput) (AdvanceResult, 
 		if err != nil {
 			return res, err
 		}
-		rows, touched := diff(v, KindSpeed, speed, batch, a.Now())
+		rows, touched := diff(v, KindSpeed, speed, batch, watermark, a.Now())
 		if touched > 0 {
 			files[fmt.Sprintf("%s/%s/speed.parquet", lake.CorrectionsTable(v.Name), p.Path())] = correctionFile{p.Path(), rows}
 			res.Corrections += touched

@@ -72,13 +72,22 @@ func viewPartitions(v *spec.View, raw []string) ([]lake.Partition, error) {
 	return out, nil
 }
 
+// byPartition indexes a snapshot's live files by partition, in key order.
+func byPartition(s *lake.Snapshot) map[string][]lake.File {
+	out := map[string][]lake.File{}
+	for _, f := range s.List() {
+		out[f.Partition] = append(out[f.Partition], f)
+	}
+	return out
+}
+
 // inputs are the raw files a view partition reads, in key order.
-func inputs(v *spec.View, raw *lake.Snapshot, p lake.Partition) []lake.File {
-	size := v.Stream.Partition
-	end := inputEnd(v, p)
+func (s *viewState) inputs(p lake.Partition) []lake.File {
+	size := s.view.Stream.Partition
+	end := inputEnd(s.view, p)
 	var out []lake.File
 	for q := p; q.Start.Before(end); q = lake.PartitionOf(q.End().UnixMicro(), size) {
-		out = append(out, raw.In(q.Path())...)
+		out = append(out, s.rawFiles[q.Path()]...)
 	}
 	return out
 }
@@ -102,18 +111,20 @@ type PartitionState struct {
 	SealedAt  time.Time `json:"sealed_at"`
 	Sealed    bool      `json:"sealed"`
 	Inputs    int       `json:"inputs"`   // raw files it reads
-	Computed  bool      `json:"computed"` // it has a batch result
+	Computed  bool      `json:"computed"` // it has a batch file
 	Current   bool      `json:"current"`  // its batch result reflects the raw files there now
 }
 
 // viewState is a consistent read of a view and its stream's raw table.
 type viewState struct {
-	view     *spec.View
-	raw      *lake.Snapshot
-	batch    *lake.Snapshot
-	covered  time.Time
-	tideline time.Time
-	parts    []lake.Partition // with raw data, in order
+	view       *spec.View
+	raw        *lake.Snapshot
+	batch      *lake.Snapshot
+	covered    time.Time
+	tideline   time.Time
+	parts      []lake.Partition // with raw data, in order
+	rawFiles   map[string][]lake.File
+	batchFiles map[string][]lake.File
 }
 
 func (a *Activities) readView(ctx context.Context, name string) (*viewState, error) {
@@ -135,13 +146,15 @@ func (a *Activities) readView(ctx context.Context, name string) (*viewState, err
 	if err != nil {
 		return nil, err
 	}
-	return &viewState{view: v, raw: raw, batch: batch, covered: timeProp(raw, PropCovered), tideline: timeProp(batch, PropTideline), parts: parts}, nil
+	return &viewState{view: v, raw: raw, batch: batch, covered: timeProp(raw, PropCovered), tideline: timeProp(batch, PropTideline),
+		parts: parts, rawFiles: byPartition(raw), batchFiles: byPartition(batch)}, nil
 }
 
 func (s *viewState) state(p lake.Partition) PartitionState {
-	in := inputs(s.view, s.raw, p)
+	in := s.inputs(p)
 	sealedAt := SealedAt(s.view, p)
-	got, computed := s.batch.Marks[p.Path()]
+	computed := len(s.batchFiles[p.Path()]) > 0
+	got := s.batch.Marks[p.Path()]
 	return PartitionState{
 		Partition: p.Path(), Start: p.Start, SealedAt: sealedAt,
 		Sealed:   !s.covered.IsZero() && !s.covered.Before(sealedAt),
@@ -149,4 +162,14 @@ func (s *viewState) state(p lake.Partition) PartitionState {
 		Computed: computed,
 		Current:  len(in) == 0 || (computed && got == mark(s.view, in)),
 	}
+}
+
+// sealedThrough is the end of the sealed partitions: every partition
+// starting before it is sealed, the one starting at it is not.
+func (s *viewState) sealedThrough() time.Time {
+	if s.covered.IsZero() {
+		return time.Time{}
+	}
+	delay := SealedAt(s.view, lake.PartitionOf(0, s.view.Stream.Partition)).Sub(time.UnixMicro(0))
+	return lake.PartitionOf(s.covered.Add(-delay).UnixMicro(), s.view.Stream.Partition).End()
 }

@@ -124,7 +124,7 @@ func (a *Activities) Recompute(ctx context.Context, in PartitionInput) (Recomput
 		res.Current = true
 		return res, nil
 	}
-	in2 := inputs(v, s.raw, p)
+	in2 := s.inputs(p)
 	m := mark(v, in2)
 	paths, err := a.fetch(ctx, in2)
 	if err != nil {
@@ -170,7 +170,7 @@ func (a *Activities) Recompute(ctx context.Context, in PartitionInput) (Recomput
 	}
 	newFile := lake.File{Key: res.Key, Partition: ps.Partition, Rows: res.Rows, Bytes: st.Size(), ETag: info.ETag}
 
-	old := s.batch.In(ps.Partition)
+	old := s.batchFiles[ps.Partition]
 	if len(old) > 0 && p.Start.Before(s.tideline) {
 		// Served from batch already: what changes is a correction.
 		if res.Corrections, err = a.correctBatch(ctx, v, old, newFile, p); err != nil {
@@ -270,7 +270,7 @@ func (a *Activities) correctBatch(ctx context.Context, v *spec.View, old []lake.
 	if err != nil {
 		return 0, err
 	}
-	rows, touched := diff(v, KindBatch, before, after, a.Now())
+	rows, touched := diff(v, KindBatch, before, after, a.Now(), a.Now())
 	if touched == 0 {
 		return 0, nil
 	}

@@ -110,6 +110,41 @@ func (a *Activities) readBatch(ctx context.Context, v *spec.View, files []lake.F
 	return out, rows.Err()
 }
 
+// speedWatermark is the speed layer's watermark for v as of its last KV
+// write: the windows ending lateness before it are closed there. It is
+// zero when the speed layer has written nothing.
+func (a *Activities) speedWatermark(ctx context.Context, v *spec.View) (time.Time, error) {
+	name := "KV_" + stream.ViewBucket(v.Name)
+	s, err := a.JS.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("cannot open KV bucket %s: %w", stream.ViewBucket(v.Name), err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("cannot read KV bucket %s: %w", stream.ViewBucket(v.Name), err)
+	}
+	// The last entry is the newest write; skip delete markers.
+	for seq := info.State.LastSeq; seq > 0 && seq+16 > info.State.LastSeq; seq-- {
+		m, err := s.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return time.Time{}, fmt.Errorf("cannot read KV bucket %s: %w", stream.ViewBucket(v.Name), err)
+		}
+		var u struct {
+			Watermark time.Time `json:"watermark"`
+		}
+		if json.Unmarshal(m.Data, &u) == nil && !u.Watermark.IsZero() {
+			return u.Watermark, nil
+		}
+	}
+	return time.Time{}, nil
+}
+
 // readSpeed reads the speed layer's windows of v starting in [lo, hi) from
 // its KV bucket. A missing bucket means the speed layer never ran.
 func (a *Activities) readSpeed(ctx context.Context, v *spec.View, lo, hi time.Time) (windows, error) {
@@ -219,15 +254,13 @@ var correctionsSchema = arrow.NewSchema([]arrow.Field{
 func CorrectionsSchema() *arrow.Schema { return correctionsSchema }
 
 // diff compares what was served (old) with batch (new) and returns the
-// corrections, and how many windows they touch. With speed set, a window
-// missing from old counts only if the speed layer served some window of
-// the same start: otherwise it was not running then.
-func diff(v *spec.View, kind string, old, new windows, now time.Time) (*lake.Rows, int) {
+// corrections, and how many windows they touch. A window missing from old
+// counts as served empty only if it had closed by closedBy (the speed
+// layer's watermark; for batch, any time after the window): a window the
+// speed layer never reached was not served by it.
+func diff(v *spec.View, kind string, old, new windows, closedBy, now time.Time) (*lake.Rows, int) {
 	rows := lake.NewRows(correctionsSchema, 0)
-	starts := map[int64]bool{}
-	for _, w := range old {
-		starts[w.start] = true
-	}
+	closed := closedBy.UnixMicro() - (v.Size + v.Lateness).Microseconds() // windows starting at or before this had closed
 	keys := slices.Sorted(maps.Keys(old))
 	for k := range new {
 		if _, ok := old[k]; !ok {
@@ -238,7 +271,7 @@ func diff(v *spec.View, kind string, old, new windows, now time.Time) (*lake.Row
 	touched := 0
 	for _, k := range keys {
 		o, n := old[k], new[k]
-		if o == nil && (kind == KindSpeed && !starts[n.start]) {
+		if o == nil && n.start > closed {
 			continue
 		}
 		w := n

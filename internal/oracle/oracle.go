@@ -77,9 +77,16 @@ func ViewRows(ctx context.Context, db *sql.DB, v *spec.View, where string) (map[
 	if where != "" {
 		input = "(SELECT * FROM events WHERE " + where + ")"
 	}
-	rows, err := db.QueryContext(ctx, v.SQL(input))
+	return QueryRows(ctx, db, v, v.SQL(input))
+}
+
+// QueryRows runs a query returning rows shaped as v's (window_start,
+// window_end, the group-by columns, the measures), such as a select from
+// batch files, and returns them keyed by Key.
+func QueryRows(ctx context.Context, db *sql.DB, v *spec.View, query string) (map[string]Row, error) {
+	rows, err := db.QueryContext(ctx, query)
 	if err != nil {
-		return nil, fmt.Errorf("cannot compute view %s in the oracle: %w", v.Name, err)
+		return nil, fmt.Errorf("cannot compute view %s: %w", v.Name, err)
 	}
 	defer rows.Close()
 	out := map[string]Row{}
