@@ -58,7 +58,6 @@ func pow10(n int) int64 {
 	return p
 }
 
-
 // Row is one window of a view in a form both sides can produce.
 type Row struct {
 	Start    time.Time
