@@ -11,40 +11,14 @@ import (
 	"time"
 
 	"tideline/examples/payments"
+	"tideline/internal/stacktest"
 )
-
-// buildTideline builds the tideline binary for tests that run it as a
-// separate process.
-func buildTideline(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "tideline")
-	cmd := exec.Command("go", "build", "-o", bin, "../cmd/tideline")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("cannot build tideline: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // startStream runs `tideline stream` as a child process that dies with the
 // test.
 func startStream(t *testing.T, bin, natsURL, specPath, logPath string) *exec.Cmd {
 	t.Helper()
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "stream", "--nats", natsURL, "--spec", specPath, "--http", "127.0.0.1:0", "--checkpoint-every", "200ms")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		logf.Close()
-	})
-	return cmd
+	return stacktest.Start(t, bin, logPath, nil, "stream", "--nats", natsURL, "--spec", specPath, "--http", "127.0.0.1:0", "--checkpoint-every", "200ms")
 }
 
 // TestCrashResumesExactly kills -9 the real `tideline stream` process in the
@@ -53,7 +27,7 @@ func startStream(t *testing.T, bin, natsURL, specPath, logPath string) *exec.Cmd
 func TestCrashResumesExactly(t *testing.T) {
 	ns, _, js := natsForTest(t)
 	ctx := t.Context()
-	bin := buildTideline(t)
+	bin := stacktest.BuildTideline(t)
 	dir := t.TempDir()
 	specPath := filepath.Join(dir, "tideline.yaml")
 	if err := os.WriteFile(specPath, []byte(fastSpecYAML(t)), 0o644); err != nil {

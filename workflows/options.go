@@ -37,7 +37,7 @@ func withReads(ctx workflow.Context) workflow.Context {
 func withWork(ctx workflow.Context, timeout time.Duration) workflow.Context {
 	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: timeout,
-		HeartbeatTimeout:    30 * time.Second,
+		HeartbeatTimeout:    15 * time.Second,
 		RetryPolicy:         retry,
 	})
 }

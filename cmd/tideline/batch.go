@@ -28,7 +28,7 @@ func workerCmd() *cobra.Command {
 	var t temporalFlags
 	var httpAddr string
 	var noSchedules bool
-	var activitiesAtOnce int
+	var activitiesAtOnce, chunk int
 	cmd := &cobra.Command{
 		Use:   "worker",
 		Short: "Run the batch layer: a Temporal worker for compaction, backfill and tideline advance",
@@ -69,7 +69,7 @@ Its HTTP server has /metrics (Prometheus) and /healthz.`,
 			defer tc.Close()
 			reg := newRegistry()
 			acts, err := activities.New(activities.Config{
-				Spec: s, Store: store, JS: js, DB: db, Cache: cache, Temporal: tc,
+				Spec: s, Store: store, JS: js, DB: db, Cache: cache, Temporal: tc, ChunkMessages: chunk,
 				Metrics: activities.NewMetrics(reg), Log: slog.Default(),
 			})
 			if err != nil {
@@ -106,6 +106,7 @@ Its HTTP server has /metrics (Prometheus) and /healthz.`,
 	f.StringVar(&httpAddr, "http", envOr("TIDELINE_WORKER_HTTP", "127.0.0.1:8082"), "HTTP address for /metrics and /healthz (env TIDELINE_WORKER_HTTP)")
 	f.BoolVar(&noSchedules, "no-schedules", false, "do not create or update the compaction schedules")
 	f.IntVar(&activitiesAtOnce, "activities", 4, "most activities this worker runs at once")
+	f.IntVar(&chunk, "chunk", 250_000, "messages compaction commits at once")
 	return cmd
 }
 
