@@ -16,8 +16,12 @@
 //     checkpoint, probing versions one by one: no listing is needed.
 //   - Keys are deterministic from their content's source: raw files from the
 //     stream sequence range (RawFileKey), batch files from the view,
-//     partition and raw version (ViewFileKey). Partitions are event-time
-//     slices laid out as dt=YYYY-MM-DD/hr=HH[/min=MM].
+//     partition, raw version and input mark (ViewFileKey). Partitions are
+//     event-time slices laid out as dt=YYYY-MM-DD/hr=HH[/min=MM].
+//   - Commits can replace a partition whole (Replace: they must remove
+//     exactly its live files) and set table properties compare-and-swap
+//     (Props, IfProps), which the batch layer uses for its tideline and for
+//     how far compaction has covered a stream.
 //   - Cache holds local copies keyed by object key and ETag, bounded in
 //     size, and verifies each download against its commit (ETag, MD5, size,
 //     Parquet footer, row count) so a corrupt object is ErrCorrupt naming
