@@ -66,7 +66,7 @@ func TestTableCommitRules(t *testing.T) {
 			}
 			// A fresh reader, in another process say, sees the same table.
 			again, err := OpenTable(s, "raw/rules").Snapshot(ctx)
-			if err != nil || again.Version != snap.Version || len(again.Files) != 3 || again.HighSeq != 100 || again.Props["tideline"] != "10" {
+			if err != nil || again.Version != snap.Version || len(again.Files) != 2 || again.HighSeq != 100 || again.Props["tideline"] != "10" {
 				t.Errorf("fresh reader: %+v, %v; want version %d", again, err, snap.Version)
 			}
 		})

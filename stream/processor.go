@@ -153,6 +153,11 @@ func (p *Processor) Run(ctx context.Context) error {
 		return fmt.Errorf("cannot consume stream %s: %w", StreamName(p.st), err)
 	}
 	p.lastArrival = time.Now()
+	if s, err := p.js.Stream(ctx, StreamName(p.st)); err == nil {
+		if info, err := s.Info(ctx); err == nil && info.State.LastSeq > p.op.Seq {
+			p.pending = info.State.LastSeq - p.op.Seq // a backlog: not idle until it is read
+		}
+	}
 	cc, err := cons.Consume(p.handle, jetstream.PullMaxMessages(2048),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			p.log.Warn("consumer error; the client reconnects by itself", "err", err)
@@ -300,7 +305,11 @@ func (p *Processor) deadLetter(subject string, data []byte, seq uint64, reason e
 // one write per window however often it changed.
 func (p *Processor) flush(context.Context) error {
 	p.mu.Lock()
-	p.op.Tick(time.Now(), p.lastArrival)
+	// Idle only counts while caught up and connected: a stall in delivery
+	// with a backlog must not move event time past events still coming.
+	if p.pending == 0 && p.nc.IsConnected() {
+		p.op.Tick(time.Now(), p.lastArrival)
+	}
 	p.updates = p.op.Drain(p.updates[:0])
 	wm, open, pending := p.op.Watermark, p.op.OpenWindows(), p.pending
 	late := p.op.LateEvents()
