@@ -233,7 +233,7 @@ func (h *harness) waitSpeed() map[string]uint64 {
 
 func (h *harness) run(id string, wf any, in any, out any) error {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(h.t.Context(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(h.t.Context(), 10*time.Minute)
 	defer cancel()
 	run, err := h.tc.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: workflows.TaskQueue,
 		WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_FAIL}, wf, in)
@@ -358,7 +358,7 @@ func TestBatchLayerMatchesOracle(t *testing.T) {
 	ctx := t.Context()
 
 	// Round 1: disorder, lateness beyond the allowed, duplicates, invalid.
-	stats := h.generate(stream.GenOptions{Count: 20000, OOO: 0.05, Late: 0.02, Dup: 0.01, Invalid: 0.005, Seed: 1})
+	stats := h.generate(stream.GenOptions{Count: 20000 / scale, OOO: 0.05, Late: 0.02, Dup: 0.01, Invalid: 0.005, Seed: 1})
 	late := h.waitSpeed()
 	res := h.compact("round-1")
 	h.saveHistory("round-1", "compaction")
@@ -377,7 +377,7 @@ func TestBatchLayerMatchesOracle(t *testing.T) {
 		}
 	}
 	for _, adv := range res.Advanced {
-		if adv.To.Before(genStart.Add(7 * time.Minute)) {
+		if adv.To.Before(genStart.Add(7 * time.Minute / scale)) {
 			t.Errorf("view %s: tideline at %s, want past the generated data (%s)", adv.View, adv.To, adv.Waiting)
 		}
 	}
@@ -391,10 +391,10 @@ func TestBatchLayerMatchesOracle(t *testing.T) {
 	// Round 2: more events in the same, sealed time range: all late for
 	// the speed layer, so batch recomputes below the tideline and records
 	// batch corrections for exactly what they add.
-	stats2 := h.generate(stream.GenOptions{Count: 3000, OOO: 0.05, Dup: 0.01, Invalid: 0.01, Seed: 2})
+	stats2 := h.generate(stream.GenOptions{Count: 3000 / scale, OOO: 0.05, Dup: 0.01, Invalid: 0.01, Seed: 2})
 	// And 200 of round 1's events again under new message ids, which
 	// JetStream cannot drop: batch must count each id once.
-	republished := h.republish(200)
+	republished := h.republish(200 / scale)
 	h.waitSpeed()
 	res2 := h.compact("round-2")
 	if res2.Compact.Rows != int64(stats2.Valid+republished) || len(res2.Failed) > 0 {
@@ -452,7 +452,7 @@ func TestBatchLayerMatchesOracle(t *testing.T) {
 	h.checkBatch(h.oracle())
 	h.saveHistory("missing-0", "backfill")
 	h.saveHistory("backfill/merchant_minute/"+lost[0].Partition, "backfill-partition")
-	if p, err := backfill("all", workflows.BackfillInput{View: "merchant_minute", From: from, To: to, Mode: "all", Parallelism: 3}); err != nil || p.Done != p.Total || p.Total < 7 {
+	if p, err := backfill("all", workflows.BackfillInput{View: "merchant_minute", From: from, To: to, Mode: "all", Parallelism: 3}); err != nil || p.Done != p.Total || p.Total < 7/scale {
 		t.Errorf("backfill mode all: %+v, %v", p, err)
 	}
 	var bad workflows.BackfillProgress

@@ -66,7 +66,7 @@ func TestWorkerKilledMidCompactionAndMidBackfill(t *testing.T) {
 	ctx := t.Context()
 	bin := stacktest.BuildTideline(t)
 	dir := t.TempDir()
-	stats := h.generate(stream.GenOptions{Count: 40000, OOO: 0.05, Late: 0.01, Dup: 0.01, Invalid: 0.005, Seed: 3})
+	stats := h.generate(stream.GenOptions{Count: 40000 / scale, OOO: 0.05, Late: 0.01, Dup: 0.01, Invalid: 0.005, Seed: 3})
 	h.waitSpeed()
 
 	// Mid-compaction: at least one chunk committed, not all.
@@ -135,7 +135,7 @@ func TestWorkerKilledMidCompactionAndMidBackfill(t *testing.T) {
 	}
 	h.workerProcess(bin, dir)
 	var prog workflows.BackfillProgress
-	bctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	bctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	if err := brun.Get(bctx, &prog); err != nil {
 		t.Fatalf("backfill after the restart: %v", err)
