@@ -140,6 +140,10 @@ func (a *Activities) Recompute(ctx context.Context, in PartitionInput) (Recomput
 	tmp.Close()
 	defer os.Remove(tmp.Name())
 	q := recomputeSQL(v, paths, p)
+	var want int64
+	if err := heartbeating(ctx, "counting", func() (err error) { want, err = a.countEvents(ctx, &q, ps.Partition, &res); return err }); err != nil {
+		return res, err
+	}
 	err = heartbeating(ctx, "computing", func() error {
 		_, err := a.DB.ExecContext(ctx, "COPY ("+q.view+") TO "+spec.QuoteString(tmp.Name())+" (FORMAT parquet, COMPRESSION zstd)")
 		return err
@@ -151,7 +155,7 @@ func (a *Activities) Recompute(ctx context.Context, in PartitionInput) (Recomput
 	if res.Rows, err = lake.CheckParquet(tmp.Name()); err != nil {
 		return res, fmt.Errorf("cannot read back the batch file of %s %s: %w", v.Name, ps.Partition, err)
 	}
-	if err := heartbeating(ctx, "checking", func() error { return a.checkCount(ctx, v, q, tmp.Name(), ps.Partition, &res) }); err != nil {
+	if err := a.checkCount(ctx, v, want, tmp.Name(), ps.Partition); err != nil {
 		return res, err
 	}
 	st, err := os.Stat(tmp.Name())
@@ -194,37 +198,40 @@ func (a *Activities) Recompute(ctx context.Context, in PartitionInput) (Recomput
 }
 
 type recomputeQuery struct {
+	v     *spec.View
 	read  string // the raw rows of the partition's event times
 	input string // the partition's valid, distinct events
-	view  string // the view's windows starting in the partition
 	lo    int64  // the partition's start and end, UTC microseconds
 	hi    int64
 	inEnd int64 // end of the event times read
+	view  string
 }
 
 func recomputeSQL(v *spec.View, paths []string, p lake.Partition) recomputeQuery {
 	c := v.Stream.Contract
 	ts := spec.QuoteIdent(c.Fields[c.Time].Name)
-	q := recomputeQuery{lo: p.Start.UnixMicro(), hi: p.End().UnixMicro(), inEnd: inputEnd(v, p).UnixMicro()}
+	q := recomputeQuery{v: v, lo: p.Start.UnixMicro(), hi: p.End().UnixMicro(), inEnd: inputEnd(v, p).UnixMicro()}
 	q.read = fmt.Sprintf("SELECT * FROM read_parquet(%s) WHERE %s >= make_timestamptz(%d) AND %s < make_timestamptz(%d)",
 		sqlList(paths), ts, q.lo, ts, q.inEnd)
-	q.input = "(" + q.read + " QUALIFY row_number() OVER (PARTITION BY " + spec.QuoteIdent(c.Fields[c.ID].Name) + " ORDER BY _seq) = 1)"
-	q.view = fmt.Sprintf("SELECT * FROM (%s) WHERE window_start >= make_timestamptz(%d) AND window_start < make_timestamptz(%d) ORDER BY ALL",
-		v.SQL(q.input), q.lo, q.hi)
+	q.setInput("(" + q.read + " QUALIFY row_number() OVER (PARTITION BY " + spec.QuoteIdent(c.Fields[c.ID].Name) + " ORDER BY _seq) = 1)")
 	return q
 }
 
-// checkCount holds the view's count measure to a count made another way:
-// distinct ids by min(_seq) with GROUP BY rather than a window function,
-// each event counted once per window of the partition holding it.
-func (a *Activities) checkCount(ctx context.Context, v *spec.View, q recomputeQuery, file, partition string, res *RecomputeResult) error {
-	count := -1
-	for i, m := range v.Measures {
-		if m.Kind == spec.Count {
-			count = i
-			break
-		}
-	}
+// setInput makes input the relation the view is computed over.
+func (q *recomputeQuery) setInput(input string) {
+	q.input = input
+	q.view = fmt.Sprintf("SELECT * FROM (%s) WHERE window_start >= make_timestamptz(%d) AND window_start < make_timestamptz(%d) ORDER BY ALL",
+		q.v.SQL(input), q.lo, q.hi)
+}
+
+// countEvents counts the partition's valid, distinct events, and how many
+// window memberships (event, window of the partition) they make: what the
+// view's count measure must add up to. It does so without the view's SQL:
+// window memberships by arithmetic on each event's time, not by grouping.
+// When no id repeats (one pass says so) the view reads the raw rows as
+// they are, skipping the sort that dropping repeats takes.
+func (a *Activities) countEvents(ctx context.Context, q *recomputeQuery, partition string, res *RecomputeResult) (int64, error) {
+	v := q.v
 	c := v.Stream.Contract
 	ts := "epoch_us(" + spec.QuoteIdent(c.Fields[c.Time].Name) + ")"
 	id := spec.QuoteIdent(c.Fields[c.ID].Name)
@@ -233,16 +240,41 @@ func (a *Activities) checkCount(ctx context.Context, v *spec.View, q recomputeQu
 		filter = v.Filter.SQL()
 	}
 	hop := v.Hop.Microseconds()
-	expect := fmt.Sprintf(`WITH src AS (%s),
-		first AS (SELECT * FROM src WHERE _seq IN (SELECT min(_seq) FROM src GROUP BY %s)),
-		e AS (SELECT %s - ((%s %% %d) + %d) %% %d AS base FROM first WHERE %s)
-		SELECT (SELECT count(*) FROM first), count(*) FROM e, range(0, %d) AS k(k) WHERE base - k*%d >= %d AND base - k*%d < %d`,
-		q.read, id, ts, ts, hop, hop, hop, filter, v.Size/v.Hop, hop, q.lo, hop, q.hi)
-	var events, want int64
-	if err := a.DB.QueryRowContext(ctx, expect).Scan(&events, &want); err != nil {
-		return fmt.Errorf("cannot count the events of partition %s of view %s: %w", partition, v.Name, err)
+	base := fmt.Sprintf("(%s - ((%s %% %d) + %d) %% %d)", ts, ts, hop, hop, hop)
+	// Windows start at base - k*hop for k in [0, size/hop); those starting
+	// in [lo, hi) are the k with base-hi < k*hop <= base-lo (all multiples
+	// of hop).
+	memberships := fmt.Sprintf("coalesce(sum(greatest(0, least(%d, (%s - %d) // %d) - greatest(0, (%s - %d) // %d + 1) + 1)) FILTER (WHERE %s), 0)",
+		v.Size/v.Hop-1, base, q.lo, hop, base, q.hi, hop, filter)
+	var rows, distinct, want int64
+	if err := a.DB.QueryRowContext(ctx, fmt.Sprintf("SELECT count(*), count(DISTINCT %s), %s FROM (%s)", id, memberships, q.read)).Scan(&rows, &distinct, &want); err != nil {
+		return 0, fmt.Errorf("cannot count the events of partition %s of view %s: %w", partition, v.Name, err)
 	}
-	res.Events = events
+	res.Events = distinct
+	if rows == distinct {
+		q.setInput("(" + q.read + ")")
+		return want, nil
+	}
+	// Repeated ids: count the first row of each, chosen by GROUP BY rather
+	// than the view input's window function.
+	err := a.DB.QueryRowContext(ctx, fmt.Sprintf(`WITH src AS (%s)
+		SELECT %s FROM src WHERE _seq IN (SELECT min(_seq) FROM src GROUP BY %s)`, q.read, memberships, id)).Scan(&want)
+	if err != nil {
+		return 0, fmt.Errorf("cannot count the events of partition %s of view %s: %w", partition, v.Name, err)
+	}
+	return want, nil
+}
+
+// checkCount holds the view's count measure, read back from the file
+// written, to the window memberships counted before.
+func (a *Activities) checkCount(ctx context.Context, v *spec.View, want int64, file, partition string) error {
+	count := -1
+	for i, m := range v.Measures {
+		if m.Kind == spec.Count {
+			count = i
+			break
+		}
+	}
 	if count < 0 {
 		return nil // no count measure to hold to it
 	}
