@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,6 +43,49 @@ type backfillBench struct {
 	local []string // the raw files, on local disk
 }
 
+var (
+	backfillOnce  sync.Once
+	backfillFiles []string // the raw files, generated once per process
+	backfillErr   error
+)
+
+// generateBackfill writes the 24 raw partitions with DuckDB, once per test
+// process, into a directory TestMain removes.
+func generateBackfill(st *spec.Stream) ([]string, error) {
+	backfillOnce.Do(func() {
+		db, err := sql.Open("duckdb", "")
+		if err != nil {
+			backfillErr = err
+			return
+		}
+		defer db.Close()
+		for k := range backfillPartitions {
+			p := lake.PartitionOf(backfillStart.Add(time.Duration(k)*st.Partition).UnixMicro(), st.Partition)
+			path := filepath.Join(benchDir, fmt.Sprintf("part-%02d.parquet", k))
+			first := int64(k*backfillPerPart + 1)
+			q := fmt.Sprintf(`COPY (SELECT 'pay-' || (%[1]d + i) AS payment_id,
+					make_timestamptz(%[2]d + i * %[3]d // %[4]d) AS ts,
+					'card-' || lpad(CAST(hash(i, 1) %% 5000 AS VARCHAR), 5, '0') AS card_id,
+					'm-' || lpad(CAST(hash(i, 2) %% 200 AS VARCHAR), 4, '0') AS merchant_id,
+					['US', 'US', 'US', 'GB', 'DE', 'FR', 'BR', 'JP'][CAST(1 + hash(i, 3) %% 8 AS BIGINT)] AS country,
+					CAST(100 + hash(i, 4) %% 50000 AS BIGINT) AS amount,
+					['USD', 'EUR', 'GBP', 'JPY', 'BRL'][CAST(1 + hash(i, 5) %% 5 AS BIGINT)] AS currency,
+					['pos', 'ecom', 'moto'][CAST(1 + hash(i, 6) %% 3 AS BIGINT)] AS channel,
+					hash(i, 7) %% 2 = 0 AS card_present,
+					CAST(%[1]d + i AS BIGINT) AS _seq,
+					make_timestamptz(%[2]d + i * %[3]d // %[4]d) AS _received
+				FROM range(%[4]d) AS t(i)) TO %[5]s (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 524288)`,
+				first, p.Start.UnixMicro(), st.Partition.Microseconds(), backfillPerPart, spec.QuoteString(path))
+			if _, err := db.Exec(q); err != nil {
+				backfillErr = err
+				return
+			}
+			backfillFiles = append(backfillFiles, path)
+		}
+	})
+	return backfillFiles, backfillErr
+}
+
 func startBackfillBench(b *testing.B, parts devstack.Parts) *backfillBench {
 	b.Helper()
 	ctx := context.Background()
@@ -49,54 +93,28 @@ func startBackfillBench(b *testing.B, parts devstack.Parts) *backfillBench {
 	if err != nil {
 		b.Fatal(err)
 	}
+	st := s.Stream("payments")
 	bb := &backfillBench{spec: s}
+	if bb.local, err = generateBackfill(st); err != nil {
+		b.Fatal(err)
+	}
+	if !parts.MinIO {
+		return bb
+	}
 	stack, err := devstack.Start(ctx, devstack.Options{Dir: b.TempDir(), Parts: parts})
 	if err != nil {
 		b.Skipf("cannot start the stack (run `make tools`): %v", err)
 	}
 	b.Cleanup(func() { _ = stack.Stop() })
 	bb.stack = stack
-	db, err := sql.Open("duckdb", "")
-	if err != nil {
+	m := stack.MinIO
+	if bb.store, err = lake.Open(ctx, "s3://bench/lake", lake.S3Config{Endpoint: m.Endpoint, AccessKey: m.AccessKey, SecretKey: m.SecretKey}, lake.Options{}); err != nil {
 		b.Fatal(err)
 	}
-	defer db.Close()
-	dir := b.TempDir()
-	st := s.Stream("payments")
-	if parts.MinIO {
-		m := stack.MinIO
-		if bb.store, err = lake.Open(ctx, "s3://bench/lake", lake.S3Config{Endpoint: m.Endpoint, AccessKey: m.AccessKey, SecretKey: m.SecretKey}, lake.Options{}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	var tbl *lake.Table
-	if bb.store != nil {
-		tbl = lake.OpenTable(bb.store, lake.RawTable(st.Name))
-	}
-	for k := range backfillPartitions {
+	tbl := lake.OpenTable(bb.store, lake.RawTable(st.Name))
+	for k, path := range bb.local {
 		p := lake.PartitionOf(backfillStart.Add(time.Duration(k)*st.Partition).UnixMicro(), st.Partition)
-		path := filepath.Join(dir, fmt.Sprintf("part-%02d.parquet", k))
 		first := int64(k*backfillPerPart + 1)
-		q := fmt.Sprintf(`COPY (SELECT 'pay-' || (%[1]d + i) AS payment_id,
-				make_timestamptz(%[2]d + i * %[3]d // %[4]d) AS ts,
-				'card-' || lpad(CAST(hash(i, 1) %% 5000 AS VARCHAR), 5, '0') AS card_id,
-				'm-' || lpad(CAST(hash(i, 2) %% 200 AS VARCHAR), 4, '0') AS merchant_id,
-				['US', 'US', 'US', 'GB', 'DE', 'FR', 'BR', 'JP'][CAST(1 + hash(i, 3) %% 8 AS BIGINT)] AS country,
-				CAST(100 + hash(i, 4) %% 50000 AS BIGINT) AS amount,
-				['USD', 'EUR', 'GBP', 'JPY', 'BRL'][CAST(1 + hash(i, 5) %% 5 AS BIGINT)] AS currency,
-				['pos', 'ecom', 'moto'][CAST(1 + hash(i, 6) %% 3 AS BIGINT)] AS channel,
-				hash(i, 7) %% 2 = 0 AS card_present,
-				CAST(%[1]d + i AS BIGINT) AS _seq,
-				make_timestamptz(%[2]d + i * %[3]d // %[4]d) AS _received
-			FROM range(%[4]d) AS t(i)) TO %[5]s (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 524288)`,
-			first, p.Start.UnixMicro(), st.Partition.Microseconds(), backfillPerPart, spec.QuoteString(path))
-		if _, err := db.Exec(q); err != nil {
-			b.Fatal(err)
-		}
-		bb.local = append(bb.local, path)
-		if bb.store == nil {
-			continue
-		}
 		f, err := os.Open(path)
 		if err != nil {
 			b.Fatal(err)
