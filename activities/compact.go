@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -281,16 +283,32 @@ func (c *compactor) commit(ctx context.Context) error {
 	commit := lake.Commit{Op: "compact", Source: &lake.SeqRange{From: c.first, To: c.last},
 		Meta:  map[string]string{"messages": strconv.FormatInt(c.messages, 10), "rejected": strconv.FormatInt(c.invalid, 10)},
 		Props: map[string]string{PropCovered: formatTime(c.lastTime)}}
+	// One file per partition, written side by side: the stream is not
+	// being read meanwhile, so the cores are free.
+	parts := slices.SortedFunc(maps.Keys(c.rows), func(a, b lake.Partition) int { return a.Start.Compare(b.Start) })
+	files := make([]lake.File, len(parts))
+	errs := make([]error, len(parts))
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for i, p := range parts {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			key := lake.RawFileKey(c.st.Name, p, c.first, c.last)
+			if files[i], errs[i] = lake.PutParquet(ctx, c.a.Store, key, p.Path(), c.rows[p], opts); errs[i] != nil {
+				errs[i] = fmt.Errorf("cannot write raw file %s: %w", key, errs[i])
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
 	var rows int64
-	for _, p := range slices.SortedFunc(maps.Keys(c.rows), func(a, b lake.Partition) int { return a.Start.Compare(b.Start) }) {
-		key := lake.RawFileKey(c.st.Name, p, c.first, c.last)
-		f, err := lake.PutParquet(ctx, c.a.Store, key, p.Path(), c.rows[p], opts)
-		if err != nil {
-			return fmt.Errorf("cannot write raw file %s: %w", key, err)
-		}
+	for i, f := range files {
 		rows += f.Rows
 		commit.Add = append(commit.Add, f)
-		commit.Partitions = append(commit.Partitions, p.Path())
+		commit.Partitions = append(commit.Partitions, parts[i].Path())
 	}
 	// The files' own row counts, read back from what was written, against
 	// what was read: a row lost or doubled between the two fails the run.
