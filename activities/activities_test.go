@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	tlog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 
@@ -71,6 +72,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	var s testsuite.WorkflowTestSuite
+	s.SetLogger(tlog.NewStructuredLogger(f.acts.Log))
 	f.env = s.NewTestActivityEnvironment()
 	f.env.RegisterActivity(f.acts)
 	return f
@@ -207,9 +209,12 @@ func TestSealingHoldsRecomputeAndTheTideline(t *testing.T) {
 func TestBadInputIsNotRetried(t *testing.T) {
 	f := newFixture(t)
 	for name, call := range map[string]func() error{
-		"unknown stream":    func() error { _, err := run[PlanResult](f, f.acts.Plan, PlanInput{Stream: "nope"}); return err },
-		"unknown view":      func() error { _, err := run[PendingResult](f, f.acts.Pending, ViewInput{View: "nope"}); return err },
-		"garbled partition": func() error { _, err := run[PartitionState](f, f.acts.Partition, PartitionInput{View: "merchant_minute", Partition: "yesterday"}); return err },
+		"unknown stream": func() error { _, err := run[PlanResult](f, f.acts.Plan, PlanInput{Stream: "nope"}); return err },
+		"unknown view":   func() error { _, err := run[PendingResult](f, f.acts.Pending, ViewInput{View: "nope"}); return err },
+		"garbled partition": func() error {
+			_, err := run[PartitionState](f, f.acts.Partition, PartitionInput{View: "merchant_minute", Partition: "yesterday"})
+			return err
+		},
 		"bad mode": func() error {
 			f.publish(10, f.now.Add(-time.Hour), "m")
 			f.compact()
@@ -231,4 +236,3 @@ func isType(err error, typ string) bool {
 	var app *temporal.ApplicationError
 	return errors.As(err, &app) && app.Type() == typ
 }
-

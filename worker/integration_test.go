@@ -450,6 +450,14 @@ func TestBatchLayerMatchesOracle(t *testing.T) {
 		}
 	}
 	h.checkBatch(h.oracle())
+	// The Temporal UI's list shows progress in the search attributes.
+	d, err := h.tc.DescribeWorkflow(ctx, "missing-0", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done, ok := d.TypedSearchAttributes.GetInt64(workflows.AttrDone); !ok || done != 2 {
+		t.Errorf("search attribute TidelineDone = %d (%v), want 2", done, ok)
+	}
 	h.saveHistory("missing-0", "backfill")
 	h.saveHistory("backfill/merchant_minute/"+lost[0].Partition, "backfill-partition")
 	if p, err := backfill("all", workflows.BackfillInput{View: "merchant_minute", From: from, To: to, Mode: "all", Parallelism: 3}); err != nil || p.Done != p.Total || p.Total < 7/scale {
