@@ -8,13 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	tlog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 
-	"tideline/internal/devstack"
 	"tideline/internal/stacktest"
 	"tideline/lake"
 	"tideline/spec"
@@ -35,20 +33,7 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	ctx := t.Context()
-	ns, err := devstack.StartNATS(devstack.NATSOptions{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Stop)
-	nc, err := nats.Connect(ns.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, js := stacktest.NATS(t)
 	f := &fixture{t: t, js: js, spec: stacktest.FastSpec(t), now: time.Now()}
 	if err := stream.Setup(ctx, js, f.spec, stream.SetupOptions{}); err != nil {
 		t.Fatal(err)

@@ -7,22 +7,17 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	tlog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/testsuite"
 
 	"tideline/examples/payments"
 	"tideline/internal/devstack"
+	"tideline/internal/stacktest"
 	"tideline/lake"
 	"tideline/spec"
 	"tideline/stream"
@@ -42,20 +37,7 @@ type compactBench struct {
 func startCompactBench(b *testing.B, withMinIO bool) *compactBench {
 	b.Helper()
 	ctx := context.Background()
-	ns, err := devstack.StartNATS(devstack.NATSOptions{Dir: b.TempDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(ns.Stop)
-	nc, err := nats.Connect(ns.URL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(nc.Close)
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
-	if err != nil {
-		b.Fatal(err)
-	}
+	ns, _, js := stacktest.NATS(b)
 	s, err := spec.Load("../examples/payments/tideline.yaml")
 	if err != nil {
 		b.Fatal(err)
@@ -125,25 +107,13 @@ func BenchmarkCompact(b *testing.B) {
 	b.ReportMetric(float64(compactBatch)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }
 
-var natsRate = regexp.MustCompile(`stats: ([\d,]+) msgs/sec`)
-
 // BenchmarkCompactAnchorNatsOrdered is `nats bench js ordered` reading the
 // same 200k messages from the same server: the limit of reading the stream.
 func BenchmarkCompactAnchorNatsOrdered(b *testing.B) {
-	bin := filepath.Join(devstack.FindBinDir(), "nats")
-	if _, err := os.Stat(bin); err != nil {
-		b.Skipf("no %s: run `make tools`", bin)
-	}
 	cb := startCompactBench(b, false)
 	var rate float64
 	for b.Loop() {
-		out, err := exec.Command(bin, "bench", "js", "ordered", "--stream", "payments", "--msgs", strconv.Itoa(compactBatch),
-			"--no-progress", "-s", cb.ns.URL).CombinedOutput()
-		m := natsRate.FindSubmatch(out)
-		if err != nil || m == nil {
-			b.Fatalf("nats bench: %v\n%s", err, out)
-		}
-		rate, _ = strconv.ParseFloat(strings.ReplaceAll(string(m[1]), ",", ""), 64)
+		rate = stacktest.NatsBench(b, cb.ns.URL, "js", "ordered", "--stream", "payments", "--msgs", strconv.Itoa(compactBatch))
 	}
 	b.ReportMetric(rate, "events/s")
 	b.ReportMetric(float64(compactBatch)/rate*1e9, "ns/op")

@@ -8,9 +8,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,6 +20,7 @@ import (
 
 	"tideline/examples/payments"
 	"tideline/internal/devstack"
+	"tideline/internal/stacktest"
 	"tideline/spec"
 )
 
@@ -134,27 +132,16 @@ func BenchmarkEndToEnd(b *testing.B) {
 	b.ReportMetric(float64(e2eBatch)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }
 
-var natsRate = regexp.MustCompile(`stats: ([\d,]+) msgs/sec`)
-
 // BenchmarkEndToEndAnchorNatsBench is `nats bench js pub async --dedup`
 // with messages of the payments' size, on the same kind of server: the
 // limit of publishing alone.
 func BenchmarkEndToEndAnchorNatsBench(b *testing.B) {
-	bin := filepath.Join(devstack.FindBinDir(), "nats")
-	if _, err := os.Stat(bin); err != nil {
-		b.Skipf("no %s: run `make tools`", bin)
-	}
 	bs := startBenchStack(b, false)
 	size := len(fmt.Sprint(payments.Payment(rand.New(rand.NewPCG(1, 1)), 0, time.Now()))) // about the JSON size
 	var rate float64
 	for b.Loop() {
-		out, err := exec.Command(bin, "bench", "js", "pub", "async", "bench.e2e", "--create", "--dedup", "--no-progress",
-			"--msgs", strconv.Itoa(e2eBatch), "--size", strconv.Itoa(size), "-s", bs.ns.URL).CombinedOutput()
-		m := natsRate.FindSubmatch(out)
-		if err != nil || m == nil {
-			b.Fatalf("nats bench: %v\n%s", err, out)
-		}
-		rate, _ = strconv.ParseFloat(strings.ReplaceAll(string(m[1]), ",", ""), 64)
+		rate = stacktest.NatsBench(b, bs.ns.URL, "js", "pub", "async", "bench.e2e", "--create", "--dedup",
+			"--msgs", strconv.Itoa(e2eBatch), "--size", strconv.Itoa(size))
 	}
 	b.ReportMetric(rate, "events/s")
 	b.ReportMetric(float64(e2eBatch)/rate*1e9, "ns/op")

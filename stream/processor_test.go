@@ -16,27 +16,13 @@ import (
 	"tideline/examples/payments"
 	"tideline/internal/devstack"
 	"tideline/internal/oracle"
+	"tideline/internal/stacktest"
 	"tideline/spec"
 )
 
 // natsForTest starts an embedded NATS server with JetStream and connects.
 func natsForTest(t *testing.T) (*devstack.NATS, *nats.Conn, jetstream.JetStream) {
-	t.Helper()
-	ns, err := devstack.StartNATS(devstack.NATSOptions{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Stop)
-	nc, err := nats.Connect(ns.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ns, nc, js
+	return stacktest.NATS(t)
 }
 
 var genStart = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)

@@ -9,12 +9,18 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"tideline/internal/devstack"
 	"tideline/spec"
 )
 
@@ -102,4 +108,45 @@ func FastSpec(t testing.TB) *spec.Spec {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// NATS starts an embedded NATS server with JetStream in a temporary
+// directory and connects to it; both stop when the test ends.
+func NATS(t testing.TB) (*devstack.NATS, *nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	ns, err := devstack.StartNATS(devstack.NATSOptions{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Stop)
+	nc, err := nats.Connect(ns.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns, nc, js
+}
+
+var natsRate = regexp.MustCompile(`stats: ([\d,]+) msgs/sec`)
+
+// NatsBench runs `bin/nats bench` with args against url and returns the
+// messages per second it reports; it skips the benchmark when bin/nats is
+// missing.
+func NatsBench(b *testing.B, url string, args ...string) float64 {
+	b.Helper()
+	bin := filepath.Join(devstack.FindBinDir(), "nats")
+	if _, err := os.Stat(bin); err != nil {
+		b.Skipf("no %s: run `make tools`", bin)
+	}
+	out, err := exec.Command(bin, append(append([]string{"bench"}, args...), "--no-progress", "-s", url)...).CombinedOutput()
+	m := natsRate.FindSubmatch(out)
+	if err != nil || m == nil {
+		b.Fatalf("nats bench: %v\n%s", err, out)
+	}
+	rate, _ := strconv.ParseFloat(strings.ReplaceAll(string(m[1]), ",", ""), 64)
+	return rate
 }
