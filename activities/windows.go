@@ -1,7 +1,6 @@
 package activities
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"tideline/lake"
@@ -34,32 +32,62 @@ func windowKey(start int64, dims []string) string {
 	return strconv.FormatInt(start, 10) + "\x1e" + strings.Join(dims, "\x1f")
 }
 
-// dimText renders a group value the same from DuckDB and from JSON.
-func dimText(c *spec.Column, x any) (string, error) {
+// fromDuckDB turns a value DuckDB returned into a spec.Value.
+func fromDuckDB(x any) spec.Value {
 	switch x := x.(type) {
 	case nil:
-		return "\x00", nil
+		return spec.Value{Null: true}
 	case string:
-		switch c.Type {
-		case spec.TypeTimestamp:
-			t, err := time.Parse(time.RFC3339Nano, x)
-			return strconv.FormatInt(t.UnixMicro(), 10), err
-		}
-		return x, nil
+		return spec.Value{Str: x}
 	case bool:
-		return strconv.FormatBool(x), nil
+		return spec.Value{Bool: x}
 	case int64:
-		return strconv.FormatInt(x, 10), nil
+		return spec.Value{Int: x}
 	case time.Time:
-		return strconv.FormatInt(x.UnixMicro(), 10), nil
-	case json.Number:
-		if c.Type == spec.TypeDecimal {
-			n, err := spec.ParseDecimal(x.String(), c.Scale)
-			return strconv.FormatInt(n, 10), err
-		}
-		return x.String(), nil
+		return spec.Value{Int: x.UnixMicro()}
 	}
-	return "", fmt.Errorf("cannot read group value %v (%T) of column %s", x, x, c.Name)
+	return spec.Value{Str: fmt.Sprint(x)}
+}
+
+// valueText renders a group value of column c for a window key.
+func valueText(c *spec.Column, x spec.Value) string {
+	switch {
+	case x.Null:
+		return "\x00"
+	case c.Type == spec.TypeString:
+		return x.Str
+	case c.Type == spec.TypeBool:
+		return strconv.FormatBool(x.Bool)
+	}
+	return strconv.FormatInt(x.Int, 10)
+}
+
+// newWindow keys a window by its start and group values.
+func newWindow(v *spec.View, start int64, dims, measures []spec.Value) (*window, string) {
+	w := &window{start: start, dims: map[string]any{}}
+	texts := make([]string, len(dims))
+	for i, c := range v.GroupBy {
+		texts[i] = valueText(c, dims[i])
+		switch {
+		case dims[i].Null:
+			w.dims[c.Name] = nil
+		case c.Type == spec.TypeString:
+			w.dims[c.Name] = dims[i].Str
+		case c.Type == spec.TypeBool:
+			w.dims[c.Name] = dims[i].Bool
+		default:
+			w.dims[c.Name] = dims[i].Int
+		}
+	}
+	for _, m := range measures {
+		if m.Null {
+			w.measures = append(w.measures, nil)
+		} else {
+			n := m.Int
+			w.measures = append(w.measures, &n)
+		}
+	}
+	return w, windowKey(start, texts)
 }
 
 // readBatch reads the windows starting in [lo, hi) from batch files.
@@ -89,23 +117,16 @@ func (a *Activities) readBatch(ctx context.Context, v *spec.View, files []lake.F
 		if err := rows.Scan(ptrs...); err != nil {
 			return nil, fmt.Errorf("cannot read batch files of view %s: %w", v.Name, err)
 		}
-		w := &window{start: vals[0].(time.Time).UnixMicro(), dims: map[string]any{}}
-		texts := make([]string, len(v.GroupBy))
-		for i, c := range v.GroupBy {
-			x := vals[2+i]
-			if texts[i], err = dimText(c, x); err != nil {
-				return nil, err
-			}
-			w.dims[c.Name] = x
+		dims := make([]spec.Value, len(v.GroupBy))
+		for i := range dims {
+			dims[i] = fromDuckDB(vals[2+i])
 		}
-		for i := range v.Measures {
-			if x, ok := vals[2+len(v.GroupBy)+i].(int64); ok {
-				w.measures = append(w.measures, &x)
-			} else {
-				w.measures = append(w.measures, nil)
-			}
+		ms := make([]spec.Value, len(v.Measures))
+		for i := range ms {
+			ms[i] = fromDuckDB(vals[2+len(v.GroupBy)+i])
 		}
-		out[windowKey(w.start, texts)] = w
+		w, key := newWindow(v, vals[0].(time.Time).UnixMicro(), dims, ms)
+		out[key] = w
 	}
 	return out, rows.Err()
 }
@@ -187,46 +208,12 @@ func (a *Activities) readSpeed(ctx context.Context, v *spec.View, lo, hi time.Ti
 }
 
 func decodeSpeed(v *spec.View, data []byte) (*window, string, error) {
-	var u struct {
-		WindowStart time.Time                  `json:"window_start"`
-		Dims        map[string]any             `json:"dims"`
-		Measures    map[string]json.RawMessage `json:"measures"`
-	}
-	d := json.NewDecoder(bytes.NewReader(data))
-	d.UseNumber()
-	if err := d.Decode(&u); err != nil {
+	u, _, err := stream.ParseUpdate(v, data)
+	if err != nil {
 		return nil, "", err
 	}
-	w := &window{start: u.WindowStart.UnixMicro(), dims: map[string]any{}}
-	texts := make([]string, len(v.GroupBy))
-	for i, c := range v.GroupBy {
-		x := u.Dims[c.Name]
-		var err error
-		if texts[i], err = dimText(c, x); err != nil {
-			return nil, "", err
-		}
-		w.dims[c.Name] = x
-	}
-	for _, m := range v.Measures {
-		raw := strings.TrimSpace(string(u.Measures[m.Name]))
-		if raw == "" || raw == "null" {
-			w.measures = append(w.measures, nil)
-			continue
-		}
-		_, scale := m.Type()
-		var n int64
-		var err error
-		if scale > 0 {
-			n, err = spec.ParseDecimal(raw, scale)
-		} else {
-			n, err = strconv.ParseInt(raw, 10, 64)
-		}
-		if err != nil {
-			return nil, "", fmt.Errorf("measure %s: %w", m.Name, err)
-		}
-		w.measures = append(w.measures, &n)
-	}
-	return w, windowKey(w.start, texts), nil
+	w, key := newWindow(v, u.Start, u.Dims, u.Measures)
+	return w, key, nil
 }
 
 // Correction kinds.
@@ -235,31 +222,13 @@ const (
 	KindBatch = "batch" // a recompute below the tideline replaced an older batch value
 )
 
-var correctionsSchema = arrow.NewSchema([]arrow.Field{
-	{Name: "view", Type: arrow.BinaryTypes.String},
-	{Name: "kind", Type: arrow.BinaryTypes.String},
-	{Name: "window_start", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}},
-	{Name: "window_end", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}},
-	{Name: "dims", Type: arrow.BinaryTypes.String},
-	{Name: "measure", Type: arrow.BinaryTypes.String},
-	{Name: "old_value", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
-	{Name: "new_value", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
-	{Name: "delta", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
-	{Name: "recorded_at", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}},
-}, nil)
-
-// CorrectionsSchema is the schema of a view's corrections table: one row
-// per window, group and measure whose served value batch changed. Values
-// of decimal measures are minor units.
-func CorrectionsSchema() *arrow.Schema { return correctionsSchema }
-
 // diff compares what was served (old) with batch (new) and returns the
 // corrections, and how many windows they touch. A window missing from old
 // counts as served empty only if it had closed by closedBy (the speed
 // layer's watermark; for batch, any time after the window): a window the
 // speed layer never reached was not served by it.
 func diff(v *spec.View, kind string, old, new windows, closedBy, now time.Time) (*lake.Rows, int) {
-	rows := lake.NewRows(correctionsSchema, 0)
+	rows := lake.NewRows(lake.CorrectionsSchema(), 0)
 	closed := closedBy.UnixMicro() - (v.Size + v.Lateness).Microseconds() // windows starting at or before this had closed
 	keys := slices.Sorted(maps.Keys(old))
 	for k := range new {

@@ -139,7 +139,7 @@ func selectFiles(schema *arrow.Schema, paths []string) string {
 	if len(paths) == 0 {
 		cols := make([]string, schema.NumFields())
 		for i, f := range schema.Fields() {
-			cols[i] = "CAST(NULL AS " + duckdbType(f.Type) + ") AS " + spec.QuoteIdent(f.Name)
+			cols[i] = "CAST(NULL AS " + DuckDBType(f.Type) + ") AS " + spec.QuoteIdent(f.Name)
 		}
 		return "SELECT " + strings.Join(cols, ", ") + " LIMIT 0"
 	}

@@ -298,7 +298,7 @@ func TestViewSchemaMatchesViewSQL(t *testing.T) {
 		rows.Close()
 		var want []string
 		for _, f := range ViewSchema(v).Fields() {
-			want = append(want, f.Name+" "+strings.ReplaceAll(duckdbType(f.Type), "TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"))
+			want = append(want, f.Name+" "+strings.ReplaceAll(DuckDBType(f.Type), "TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"))
 		}
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("view %s:\n SQL    %v\n schema %v", v.Name, got, want)

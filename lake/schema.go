@@ -69,8 +69,8 @@ func ViewSchema(v *spec.View) *arrow.Schema {
 	return arrow.NewSchema(fields, nil)
 }
 
-// duckdbType is the DuckDB type DuckDB reads an Arrow column as.
-func duckdbType(t arrow.DataType) string {
+// DuckDBType is the DuckDB type DuckDB reads an Arrow column as.
+func DuckDBType(t arrow.DataType) string {
 	switch t.ID() {
 	case arrow.STRING:
 		return "VARCHAR"
@@ -81,3 +81,23 @@ func duckdbType(t arrow.DataType) string {
 	}
 	return "BIGINT"
 }
+
+var correctionsSchema = arrow.NewSchema([]arrow.Field{
+	{Name: "view", Type: arrow.BinaryTypes.String},
+	{Name: "kind", Type: arrow.BinaryTypes.String},
+	{Name: "window_start", Type: timestampUTC},
+	{Name: "window_end", Type: timestampUTC},
+	{Name: "dims", Type: arrow.BinaryTypes.String},
+	{Name: "measure", Type: arrow.BinaryTypes.String},
+	{Name: "old_value", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+	{Name: "new_value", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+	{Name: "delta", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+	{Name: "recorded_at", Type: timestampUTC},
+}, nil)
+
+// CorrectionsSchema is the schema of a view's corrections table: one row
+// per window, group and measure whose served value batch changed. kind is
+// speed (batch replaced the speed layer's value) or batch (a recompute
+// replaced an older batch value); dims is a JSON object; values of decimal
+// measures are minor units.
+func CorrectionsSchema() *arrow.Schema { return correctionsSchema }

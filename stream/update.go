@@ -1,7 +1,9 @@
 package stream
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -110,4 +112,59 @@ func needsJSONEscape(s string) bool {
 		}
 	}
 	return false
+}
+
+// ParseUpdate reads an update of view v from its wire form (the inverse of
+// AppendJSON): dims and measures typed as the view's columns, decimals in
+// minor units. It returns the update's watermark too.
+func ParseUpdate(v *spec.View, data []byte) (Update, time.Time, error) {
+	var u UpdateJSON
+	if err := json.Unmarshal(data, &u); err != nil {
+		return Update{}, time.Time{}, fmt.Errorf("cannot read update of view %s: %w", v.Name, err)
+	}
+	out := Update{View: v, Start: u.WindowStart.UnixMicro(), Final: u.Final,
+		Dims: make([]spec.Value, len(v.GroupBy)), Measures: make([]spec.Value, len(v.Measures))}
+	for i, c := range v.GroupBy {
+		raw, _ := json.Marshal(u.Dims[c.Name])
+		x, err := parseJSONValue(raw, c.Type, c.Scale)
+		if err != nil {
+			return Update{}, time.Time{}, fmt.Errorf("cannot read update of view %s: dim %s: %w", v.Name, c.Name, err)
+		}
+		out.Dims[i] = x
+	}
+	for i, m := range v.Measures {
+		t, scale := m.Type()
+		x, err := parseJSONValue(u.Measures[m.Name], t, scale)
+		if err != nil {
+			return Update{}, time.Time{}, fmt.Errorf("cannot read update of view %s: measure %s: %w", v.Name, m.Name, err)
+		}
+		out.Measures[i] = x
+	}
+	return out, u.Watermark, nil
+}
+
+func parseJSONValue(raw []byte, t spec.Type, scale int) (spec.Value, error) {
+	s := string(bytes.TrimSpace(raw))
+	if s == "" || s == "null" {
+		return spec.Value{Null: true}, nil
+	}
+	switch t {
+	case spec.TypeString:
+		var x string
+		err := json.Unmarshal(raw, &x)
+		return spec.Value{Str: x}, err
+	case spec.TypeBool:
+		var x bool
+		err := json.Unmarshal(raw, &x)
+		return spec.Value{Bool: x}, err
+	case spec.TypeTimestamp:
+		var x time.Time
+		err := json.Unmarshal(raw, &x)
+		return spec.Value{Int: x.UnixMicro()}, err
+	case spec.TypeDecimal:
+		n, err := spec.ParseDecimal(s, scale)
+		return spec.Value{Int: n}, err
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return spec.Value{Int: n}, err
 }

@@ -3,6 +3,7 @@ package stream
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"testing"
 	"time"
 
@@ -35,6 +36,12 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 		gb, _ := json.Marshal(b)
 		if !bytes.Equal(ga, gb) {
 			t.Errorf("view %s:\nAppendJSON %s\n      JSON %s", v.Name, got, want)
+		}
+		// ParseUpdate reads back exactly what was written.
+		back, wm, err := ParseUpdate(v, got)
+		if err != nil || back.Start != u.Start || !back.Final || wm.UnixMicro() != 1767268899000000 ||
+			!slices.EqualFunc(back.Dims, u.Dims, sameValue) || !slices.EqualFunc(back.Measures, u.Measures, sameValue) {
+			t.Errorf("view %s: ParseUpdate(%s) = %+v, %v", v.Name, got, back, err)
 		}
 	}
 }
@@ -76,4 +83,13 @@ func jsonValue(x spec.Value, t spec.Type, scale int) any {
 		return json.Number(spec.FormatDecimal(x.Int, scale))
 	}
 	return x.Int
+}
+
+// sameValue compares values as SQL sees them: nulls are equal whatever
+// else they hold.
+func sameValue(a, b spec.Value) bool {
+	if a.Null || b.Null {
+		return a.Null == b.Null
+	}
+	return a == b
 }

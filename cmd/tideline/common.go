@@ -123,7 +123,7 @@ func (t *temporalFlags) dial(ctx context.Context) (client.Client, error) {
 }
 
 // serveHTTP serves mux on addr until ctx ends.
-func serveHTTP(ctx context.Context, addr string, mux *http.ServeMux) (func(), error) {
+func serveHTTP(ctx context.Context, addr string, mux http.Handler) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("cannot listen on --http %s: %w", addr, err)

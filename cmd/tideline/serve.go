@@ -1,0 +1,76 @@
+package main
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"tideline/serve"
+	"tideline/stream"
+)
+
+func serveCmd() *cobra.Command {
+	var c commonFlags
+	var l lakeFlags
+	var cfg serve.Config
+	var httpAddr string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the merged views: HTTP API, read-only SQL, live updates and ingest",
+		Long: `serve keeps one DuckDB view per spec view, batch-exact below the view's
+tideline and speed-fresh above it, following new lake commits and the speed
+layer's windows, and answers on --http:
+
+  GET  /v1/views/{view}?from=&to=&<dim>=<value>   windows of a view, with their source
+  GET  /v1/views/{view}/live                      server-sent window updates
+  POST /v1/query {"sql": "SELECT ..."}            one read-only SELECT, time and row limited
+  GET  /v1/status                                 tideline, watermark, compaction, corrections per view
+  POST /v1/ingest/{stream}                        NDJSON events, validated line by line
+  /healthz, /readyz, /metrics`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			s, err := c.spec()
+			if err != nil {
+				return err
+			}
+			nc, js, err := c.connect("serve")
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			store, err := l.open(ctx)
+			if err != nil {
+				return err
+			}
+			reg := newRegistry()
+			cfg.Spec, cfg.Store, cfg.NC, cfg.JS, cfg.Registry, cfg.Log = s, store, nc, js, reg, slog.Default()
+			cfg.CacheDir, cfg.CacheBytes = filepath.Join(l.cacheDir, "serve"), l.cacheBytes
+			srv, err := serve.Open(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			stop, err := serveHTTP(ctx, httpAddr, srv.Handler(stream.NewIngester(js, s, stream.NewMetrics(reg)), reg))
+			if err != nil {
+				return err
+			}
+			defer stop()
+			slog.Info("serving", "http", httpAddr, "lake", store.String(), "views", len(s.Views))
+			<-ctx.Done()
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	c.register(f)
+	l.register(f)
+	f.StringVar(&httpAddr, "http", envOr("TIDELINE_SERVE_HTTP", "127.0.0.1:8080"), "HTTP address of the API (env TIDELINE_SERVE_HTTP)")
+	f.StringVar(&cfg.Token, "token", os.Getenv("TIDELINE_TOKEN"), "bearer token required on everything but /healthz and /readyz (env TIDELINE_TOKEN)")
+	f.DurationVar(&cfg.QueryTimeout, "query-timeout", 5*time.Second, "longest a query may run")
+	f.IntVar(&cfg.MaxRows, "max-rows", 100_000, "most rows a query may return")
+	f.DurationVar(&cfg.StaleAfter, "stale-after", 30*time.Second, "how far the speed layer may trail the stream before views answer from batch alone")
+	f.DurationVar(&cfg.RefreshEvery, "refresh-every", time.Second, "how often new lake commits and speed windows are swapped in")
+	return cmd
+}

@@ -1,0 +1,137 @@
+package serve
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"tideline/internal/oracle"
+)
+
+// TestMergedViewsMatchTheOracle reads every view through GET /v1/views and
+// POST /v1/query: batch below the tideline, speed above, each window once,
+// all equal to DuckDB's answer from the generator's file.
+func TestMergedViewsMatchTheOracle(t *testing.T) {
+	f := newFixture(t, "")
+	for _, v := range f.spec.Stream("payments").Views {
+		want, err := oracle.ViewRows(t.Context(), f.oracle, v, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var resp ViewResponse
+		if code := f.do("GET", "/v1/views/"+v.Name, "", nil, &resp); code != http.StatusOK {
+			t.Fatalf("GET /v1/views/%s: %d", v.Name, code)
+		}
+		sources := map[string]int{}
+		for _, r := range resp.Rows {
+			sources[r.Source]++
+			if (r.Source == "batch") != r.WindowStart.Before(resp.Tideline) {
+				t.Errorf("view %s: window %s from %s, tideline %s", v.Name, r.WindowStart, r.Source, resp.Tideline)
+			}
+		}
+		if sources["batch"] == 0 || sources["speed"] == 0 {
+			t.Errorf("view %s: rows by source %v; want both", v.Name, sources)
+		}
+		if d := oracle.Diff(viewRows(t, v, resp.Rows), want); d != "" {
+			t.Errorf("GET /v1/views/%s differs from the oracle:\n%s", v.Name, d)
+		}
+		// The same through SQL.
+		var res Result
+		if code := f.do("POST", "/v1/query", "", map[string]string{"sql": "SELECT * EXCLUDE (source) FROM " + v.Name}, &res); code != http.StatusOK {
+			t.Fatalf("POST /v1/query on %s: %d", v.Name, code)
+		}
+		got := map[string]oracle.Row{}
+		for _, row := range res.Rows {
+			start, _ := time.Parse(time.RFC3339Nano, row[0].(string))
+			var dims, ms []string
+			for i := range v.GroupBy {
+				dims = append(dims, oracle.Render(row[2+i]))
+			}
+			for i := range v.Measures {
+				ms = append(ms, oracle.Render(row[2+len(v.GroupBy)+i]))
+			}
+			r := oracle.Row{Start: start, Dims: strings.Join(dims, "|"), Measures: strings.Join(ms, "|")}
+			got[oracle.Key(start, r.Dims)] = r
+		}
+		if len(got) != len(res.Rows) {
+			t.Errorf("POST /v1/query on %s: %d rows, %d distinct windows", v.Name, len(res.Rows), len(got))
+		}
+		if d := oracle.Diff(got, want); d != "" {
+			t.Errorf("POST /v1/query on %s differs from the oracle:\n%s", v.Name, d)
+		}
+	}
+	// A dimension filter and a time range.
+	var one ViewResponse
+	if code := f.do("GET", "/v1/views/merchant_minute?merchant_id=m-0007&from=2026-01-01T12:00:00Z&to=2026-01-01T12:01:00Z", "", nil, &one); code != http.StatusOK || len(one.Rows) == 0 {
+		t.Fatalf("filtered view: %d, %d rows", code, len(one.Rows))
+	}
+	for _, r := range one.Rows {
+		if r.Dims["merchant_id"] != "m-0007" || r.WindowStart.Minute() != 0 {
+			t.Errorf("filtered view returned %+v", r)
+		}
+	}
+	if code := f.do("GET", "/v1/views/merchant_minute?nope=1", "", nil, nil); code != http.StatusBadRequest {
+		t.Errorf("unknown dimension: %d, want 400", code)
+	}
+	var status struct {
+		Views map[string]ViewStatus `json:"views"`
+	}
+	if code := f.do("GET", "/v1/status", "", nil, &status); code != http.StatusOK || status.Views["merchant_minute"].Tideline.IsZero() || status.Views["merchant_minute"].PartitionsPending == 0 {
+		t.Errorf("status: %d %+v", code, status.Views["merchant_minute"])
+	}
+}
+
+// TestHostileQueriesAreRefused sends statements that write, escape to files
+// or the network, or never end: each gets a 400 with a reason, and the
+// server answers normally afterwards.
+func TestHostileQueriesAreRefused(t *testing.T) {
+	f := newFixture(t, "s3cret")
+	for _, q := range []string{
+		"COPY (SELECT * FROM merchant_minute) TO '/tmp/out.csv'",
+		"ATTACH '/tmp/other.db' AS other",
+		"INSTALL httpfs",
+		"LOAD httpfs",
+		"SELECT * FROM read_csv('/etc/passwd')",
+		"SELECT * FROM read_text('/etc/passwd')",
+		"SELECT * FROM '/etc/passwd'",
+		"SELECT * FROM glob('/*')",
+		"SELECT * FROM read_parquet('http://127.0.0.1:1/x.parquet')",
+		"SELECT * FROM query('SELECT 1')",
+		"SELECT 1; DROP VIEW merchant_minute",
+		"DROP VIEW merchant_minute",
+		"CREATE TABLE t AS SELECT 1",
+		"INSERT INTO speed_merchant_minute SELECT * FROM speed_merchant_minute",
+		"DELETE FROM speed_merchant_minute",
+		"SET enable_external_access = true",
+		"PRAGMA database_list",
+		"EXPORT DATABASE '/tmp/dump'",
+		"SELECT count(*) FROM range(1000000000) a, range(1000000000) b",
+		"SELECT * FROM range(10000000)",
+		"SELECT * FROM duckdb_settings()",
+		"SELEKT 1",
+	} {
+		var e struct {
+			Error string `json:"error"`
+		}
+		start := time.Now()
+		code := f.do("POST", "/v1/query", "s3cret", map[string]string{"sql": q}, &e)
+		if code != http.StatusBadRequest || e.Error == "" {
+			t.Errorf("%q: %d %q, want 400 with a reason", q, code, e.Error)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%q took %s to refuse", q, d)
+		}
+		t.Logf("%-70q -> %s", q, e.Error)
+	}
+	if code := f.do("POST", "/v1/query", "", map[string]string{"sql": "SELECT 1"}, nil); code != http.StatusUnauthorized {
+		t.Errorf("no token: %d, want 401", code)
+	}
+	if code := f.do("GET", "/healthz", "", nil, nil); code != http.StatusOK {
+		t.Errorf("healthz after the hostile queries: %d", code)
+	}
+	var res Result
+	if code := f.do("POST", "/v1/query", "s3cret", map[string]string{"sql": "SELECT count(*) FROM merchant_minute"}, &res); code != http.StatusOK || len(res.Rows) != 1 {
+		t.Errorf("a normal query after the hostile ones: %d %+v", code, res)
+	}
+}

@@ -1,0 +1,332 @@
+package serve
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"tideline/lake"
+	"tideline/spec"
+	"tideline/stream"
+)
+
+// Handler is the HTTP API. ingest serves POST /v1/ingest/{stream} when not
+// nil; gatherer serves /metrics.
+func (s *Server) Handler(ingest http.Handler, gatherer prometheus.Gatherer) http.Handler {
+	mux := http.NewServeMux()
+	route := func(pattern, name string, h http.HandlerFunc) {
+		mux.Handle(pattern, s.instrument(name, h))
+	}
+	route("GET /v1/views/{view}", "views", s.serveView)
+	route("GET /v1/views/{view}/live", "live", s.serveLive)
+	route("POST /v1/query", "query", s.serveQuery)
+	route("GET /v1/status", "status", s.serveStatus)
+	if ingest != nil {
+		mux.Handle("POST /v1/ingest/{stream}", s.instrument("ingest", ingest.ServeHTTP))
+	}
+	if gatherer != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		s.mu.RLock()
+		ready := s.ready
+		s.mu.RUnlock()
+		if !ready {
+			http.Error(w, "not ready: the first refresh from the lake has not finished", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return s.authorize(mux)
+}
+
+// authorize requires the bearer token, when one is set, on everything but
+// the health checks.
+func (s *Server) authorize(next http.Handler) http.Handler {
+	if s.cfg.Token == "" {
+		return next
+	}
+	want := "Bearer " + s.cfg.Token
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" && r.Header.Get("Authorization") != want {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="tideline"`)
+			writeError(w, http.StatusUnauthorized, "send Authorization: Bearer <token> (the server's --token)")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) { w.code = code; w.ResponseWriter.WriteHeader(code) }
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *Server) instrument(route string, h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		h(sw, r)
+		s.metrics.requests.WithLabelValues(route, fmt.Sprint(sw.code)).Inc()
+		s.metrics.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+// ViewRow is one window of a merged view, as GET /v1/views returns it.
+type ViewRow struct {
+	WindowStart time.Time      `json:"window_start"`
+	WindowEnd   time.Time      `json:"window_end"`
+	Dims        map[string]any `json:"dims"`
+	Measures    map[string]any `json:"measures"` // decimals as exact decimal numbers
+	Source      string         `json:"source"`   // batch or speed
+}
+
+// ViewResponse is GET /v1/views/{view}'s answer.
+type ViewResponse struct {
+	View      string    `json:"view"`
+	Tideline  time.Time `json:"tideline"`
+	Watermark time.Time `json:"watermark"`
+	Stale     string    `json:"stale,omitempty"` // how far the speed layer trails, when views answer from batch alone
+	Rows      []ViewRow `json:"rows"`
+}
+
+// serveView answers GET /v1/views/{view}?from=&to=&<dim>=<value>.
+func (s *Server) serveView(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("view")
+	vs := s.views[name]
+	if vs == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no view %q; GET /v1/status lists them", name))
+		return
+	}
+	v := vs.spec
+	q := r.URL.Query()
+	from, err1 := timeOrZero(q.Get("from"))
+	to, err2 := timeOrZero(q.Get("to"))
+	if err := errors.Join(err1, err2); err != nil {
+		writeError(w, http.StatusBadRequest, "from and to are RFC 3339 times, like 2026-11-25T12:00:00Z")
+		return
+	}
+	where, args := []string{"true"}, []any{}
+	if !from.IsZero() {
+		where, args = append(where, "window_start >= ?"), append(args, from)
+	}
+	if !to.IsZero() {
+		where, args = append(where, "window_start < ?"), append(args, to)
+	}
+	var order []string
+	for _, c := range v.GroupBy {
+		order = append(order, spec.QuoteIdent(c.Name))
+		if !q.Has(c.Name) {
+			continue
+		}
+		val, err := dimArg(c, q.Get(c.Name))
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		where, args = append(where, spec.QuoteIdent(c.Name)+" = ?"), append(args, val)
+	}
+	for k := range q {
+		if k != "from" && k != "to" && !slices.ContainsFunc(v.GroupBy, func(c *spec.Column) bool { return c.Name == k }) {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("view %s has no dimension %q", name, k))
+			return
+		}
+	}
+	sql := "SELECT * FROM " + spec.QuoteIdent(name) + " WHERE " + strings.Join(where, " AND ") + " ORDER BY window_start, " + strings.Join(append(order, "source"), ", ")
+	res, err := s.run(r.Context(), sql, args...)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	out := ViewResponse{View: name, Rows: make([]ViewRow, 0, len(res.Rows))}
+	s.mu.RLock()
+	out.Tideline = vs.tideline
+	stale := vs.stale
+	s.mu.RUnlock()
+	s.speedMu.Lock()
+	out.Watermark = vs.watermark
+	s.speedMu.Unlock()
+	if stale > 0 {
+		out.Stale = stale.Round(time.Second).String()
+		w.Header().Set("X-Tideline-Stale", out.Stale)
+	}
+	for _, row := range res.Rows {
+		vr := ViewRow{WindowStart: row[0].(time.Time).UTC(), WindowEnd: row[1].(time.Time).UTC(), Dims: map[string]any{}, Measures: map[string]any{}}
+		for i, c := range v.GroupBy {
+			vr.Dims[c.Name] = row[2+i]
+		}
+		for i, m := range v.Measures {
+			x := row[2+len(v.GroupBy)+i]
+			if n, ok := x.(int64); ok {
+				if _, scale := m.Type(); scale > 0 {
+					x = json.Number(spec.FormatDecimal(n, scale))
+				}
+			}
+			vr.Measures[m.Name] = x
+		}
+		vr.Source, _ = row[len(row)-1].(string)
+		out.Rows = append(out.Rows, vr)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// dimArg turns a query parameter into a value of the dimension's type.
+func dimArg(c *spec.Column, s string) (any, error) {
+	switch c.Type {
+	case spec.TypeString:
+		return s, nil
+	case spec.TypeBool:
+		return s == "true", nil
+	case spec.TypeDecimal:
+		return spec.ParseDecimal(s, c.Scale)
+	case spec.TypeTimestamp:
+		return time.Parse(time.RFC3339Nano, s)
+	}
+	var n int64
+	_, err := fmt.Sscan(s, &n)
+	if err != nil {
+		return nil, fmt.Errorf("dimension %s is an integer, not %q", c.Name, s)
+	}
+	return n, nil
+}
+
+// serveQuery answers POST /v1/query {"sql": "..."}.
+func (s *Server) serveQuery(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		SQL string `json:"sql"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&in); err != nil || strings.TrimSpace(in.SQL) == "" {
+		writeError(w, http.StatusBadRequest, `send {"sql": "SELECT ..."} as JSON, at most 1 MiB`)
+		return
+	}
+	res, err := s.Query(r.Context(), in.SQL)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// ViewStatus is one view's line of GET /v1/status.
+type ViewStatus struct {
+	Tideline        time.Time `json:"tideline"`
+	Watermark       time.Time `json:"watermark"`
+	SpeedLastUpdate time.Time `json:"speed_last_update"`
+	Stale           string    `json:"stale,omitempty"`
+	LastCompaction  time.Time `json:"last_compaction"`
+	Covered         time.Time `json:"covered"`
+	// PartitionsPending counts partitions with raw data at or above the
+	// tideline: not yet sealed, recomputed and passed.
+	PartitionsPending int   `json:"partitions_pending"`
+	Corrections       int64 `json:"corrections"`
+	BatchVersion      int64 `json:"batch_version"`
+}
+
+// serveStatus answers GET /v1/status.
+func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	out := map[string]ViewStatus{}
+	raws := map[string]*lake.Snapshot{}
+	for _, st := range s.cfg.Spec.Streams {
+		snap, err := lake.OpenTable(s.cfg.Store, lake.RawTable(st.Name)).Snapshot(ctx)
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
+		raws[st.Name] = snap
+	}
+	for name, vs := range s.views {
+		raw := raws[vs.spec.Stream.Name]
+		st := ViewStatus{LastCompaction: raw.Time}
+		st.Covered, _ = time.Parse(time.RFC3339Nano, raw.Props["covered"])
+		s.mu.RLock()
+		st.Tideline, st.BatchVersion = vs.tideline, vs.version
+		if vs.stale > 0 {
+			st.Stale = vs.stale.Round(time.Second).String()
+		}
+		s.mu.RUnlock()
+		s.speedMu.Lock()
+		st.Watermark, st.SpeedLastUpdate = vs.watermark, vs.lastUpdate
+		s.speedMu.Unlock()
+		for _, p := range raw.Partitions() {
+			if pp, err := lake.ParsePartition(p, vs.spec.Stream.Partition); err == nil && !pp.End().Before(st.Tideline) && !pp.End().Equal(st.Tideline) {
+				st.PartitionsPending++
+			}
+		}
+		if res, err := s.run(ctx, "SELECT count(*) FROM "+spec.QuoteIdent(CorrectionsViewName(name))); err == nil && len(res.Rows) == 1 {
+			st.Corrections, _ = res.Rows[0][0].(int64)
+		}
+		out[name] = st
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"views": out})
+}
+
+// serveLive streams the view's window updates as server-sent events, one
+// event per update, as the speed layer publishes them.
+func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("view")
+	if s.views[name] == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no view %q", name))
+		return
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, http.StatusInternalServerError, "streaming is not supported here")
+		return
+	}
+	msgs := make(chan *nats.Msg, 256)
+	sub, err := s.cfg.NC.ChanSubscribe(stream.ViewSubject(name), msgs)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "cannot subscribe to the speed layer: "+err.Error())
+		return
+	}
+	defer sub.Unsubscribe()
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	flusher.Flush()
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	ping := time.NewTicker(15 * time.Second)
+	defer ping.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ping.C:
+			fmt.Fprint(w, ": ping\n\n")
+		case m := <-msgs:
+			for line := range strings.Lines(string(m.Data)) {
+				fmt.Fprintf(w, "event: update\ndata: %s\n\n", strings.TrimSpace(line))
+			}
+		}
+		flusher.Flush()
+	}
+}

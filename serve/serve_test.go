@@ -1,0 +1,233 @@
+package serve
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	tlog "go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/testsuite"
+
+	"tideline/activities"
+	"tideline/examples/payments"
+	"tideline/internal/oracle"
+	"tideline/internal/stacktest"
+	"tideline/lake"
+	"tideline/spec"
+	"tideline/stream"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// fixture is a lake with history behind the tideline and live windows above
+// it: real NATS with the speed layer, the batch activities run directly,
+// and a server over both.
+type fixture struct {
+	t      *testing.T
+	spec   *spec.Spec
+	srv    *Server
+	http   *httptest.Server
+	oracle *sql.DB
+}
+
+func newFixture(t *testing.T, token string) *fixture {
+	t.Helper()
+	ctx := t.Context()
+	f := &fixture{t: t, spec: stacktest.FastSpec(t)}
+	_, nc, js := stacktest.NATS(t)
+	if err := stream.Setup(ctx, js, f.spec, stream.SetupOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	st := f.spec.Stream("payments")
+	proc := stream.NewProcessor(nc, js, st, stream.ProcessorOptions{Log: quiet})
+	pctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- proc.Run(pctx) }()
+	t.Cleanup(func() { stop(); <-done })
+
+	// History: 10,000 events over about 3 minutes in January. Live: 1,500
+	// events from now on, in a partition compaction cannot seal yet.
+	out := filepath.Join(t.TempDir(), "out.ndjson")
+	w, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spread := func(r *rand.Rand, i int, ts time.Time) map[string]any {
+		return payments.Payment(r, i, ts.Add(time.Duration(i)*19*time.Millisecond))
+	}
+	if _, err := stream.Generate(ctx, js, st, spread, stream.GenOptions{Count: 10000, OOO: 0.05, Dup: 0.01, Invalid: 0.005, Seed: 5, Start: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC), Out: w}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Generate(ctx, js, st, payments.Payment, stream.GenOptions{Count: 1500, OOO: 0.05, Seed: 6, Start: time.Now().UTC(), Out: w}); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+
+	store, err := lake.Open(ctx, "file://"+t.TempDir(), lake.S3Config{}, lake.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.batch(store, js)
+	f.oracle, err = sql.Open("duckdb", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.oracle.Close() })
+	if err := oracle.Load(ctx, f.oracle, st, out); err != nil {
+		t.Fatal(err)
+	}
+	// Every speed window closed and written to KV.
+	jss, err := js.Stream(ctx, "payments")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := jss.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		var open int
+		var seq uint64
+		proc.Operator(func(op *stream.Operator) { open, seq = op.OpenWindows(), op.Seq })
+		if open == 0 && seq >= info.State.LastSeq {
+			time.Sleep(1500 * time.Millisecond)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("speed layer at sequence %d with %d windows open", seq, open)
+		}
+	}
+	f.srv, err = Open(ctx, Config{Spec: f.spec, Store: store, NC: nc, JS: js, CacheDir: t.TempDir(), Token: token,
+		QueryTimeout: time.Second, MaxRows: 1_000_000, Log: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.srv.Close() })
+	if err := f.srv.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.http = httptest.NewServer(f.srv.Handler(nil, nil))
+	t.Cleanup(f.http.Close)
+	return f
+}
+
+// batch compacts the stream, recomputes every sealed partition and advances
+// the tidelines, with the activities run in Temporal's activity test
+// environment.
+func (f *fixture) batch(store lake.Store, js jetstream.JetStream) {
+	f.t.Helper()
+	ctx := f.t.Context()
+	db, err := lake.OpenDuckDB(ctx, "")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { db.Close() })
+	cache, _ := lake.NewCache(f.t.TempDir(), 1<<30)
+	acts, err := activities.New(activities.Config{Spec: f.spec, Store: store, JS: js, DB: db, Cache: cache, TmpDir: f.t.TempDir(), Log: quiet})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var suite testsuite.WorkflowTestSuite
+	suite.SetLogger(tlog.NewStructuredLogger(quiet))
+	env := suite.NewTestActivityEnvironment()
+	env.RegisterActivity(acts)
+	run := func(act, in, out any) {
+		v, err := env.ExecuteActivity(act, in)
+		if err == nil {
+			err = v.Get(out)
+		}
+		if err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	var plan activities.PlanResult
+	run(acts.Plan, activities.PlanInput{Stream: "payments"}, &plan)
+	var cres activities.CompactResult
+	run(acts.Compact, activities.CompactInput{Stream: "payments", From: plan.From, To: plan.To, Covered: plan.Covered}, &cres)
+	for _, v := range plan.Views {
+		var p activities.PendingResult
+		run(acts.Pending, activities.ViewInput{View: v}, &p)
+		for _, part := range p.Stale {
+			var r activities.RecomputeResult
+			run(acts.Recompute, activities.PartitionInput{View: v, Partition: part}, &r)
+		}
+		var adv activities.AdvanceResult
+		run(acts.Advance, activities.ViewInput{View: v}, &adv)
+		if adv.To.IsZero() || len(p.Unsealed) == 0 {
+			f.t.Fatalf("view %s: tideline %s with %d partitions unsealed; want history below it and live data above", v, adv.To, len(p.Unsealed))
+		}
+	}
+}
+
+// do sends a request and decodes the JSON answer into out, returning the
+// status code.
+func (f *fixture) do(method, path, token string, body any, out any) int {
+	f.t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequestWithContext(f.t.Context(), method, f.http.URL+path, r)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if out != nil {
+		d := json.NewDecoder(resp.Body)
+		d.UseNumber()
+		if err := d.Decode(out); err != nil {
+			f.t.Fatalf("%s %s: %v", method, path, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// viewRows turns GET /v1/views rows into the oracle's form.
+func viewRows(t *testing.T, v *spec.View, rows []ViewRow) map[string]oracle.Row {
+	t.Helper()
+	out := map[string]oracle.Row{}
+	for _, r := range rows {
+		dims := make([]string, len(v.GroupBy))
+		for i, c := range v.GroupBy {
+			dims[i] = oracle.Render(r.Dims[c.Name])
+		}
+		ms := make([]string, len(v.Measures))
+		for i, m := range v.Measures {
+			x := r.Measures[m.Name]
+			if n, ok := x.(json.Number); ok {
+				if _, scale := m.Type(); scale > 0 {
+					minor, err := spec.ParseDecimal(n.String(), scale)
+					if err != nil {
+						t.Fatal(err)
+					}
+					x = minor
+				}
+			}
+			ms[i] = oracle.Render(x)
+		}
+		row := oracle.Row{Start: r.WindowStart, Dims: strings.Join(dims, "|"), Measures: strings.Join(ms, "|")}
+		key := oracle.Key(r.WindowStart, row.Dims)
+		if _, dup := out[key]; dup {
+			t.Errorf("view %s: window %s appears twice", v.Name, row)
+		}
+		out[key] = row
+	}
+	return out
+}

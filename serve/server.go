@@ -1,0 +1,417 @@
+package serve
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/duckdb/duckdb-go/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"tideline/lake"
+	"tideline/spec"
+	"tideline/stream"
+)
+
+// Config is what a Server needs. Spec, Store, JS, NC and CacheDir are
+// required.
+type Config struct {
+	Spec       *spec.Spec
+	Store      lake.Store
+	NC         *nats.Conn
+	JS         jetstream.JetStream
+	CacheDir   string
+	CacheBytes int64 // default 8 GiB
+	// Token, when set, must be sent as "Authorization: Bearer <token>" on
+	// everything but /healthz and /readyz.
+	Token        string
+	QueryTimeout time.Duration // default 5s
+	MaxRows      int           // default 100,000
+	RefreshEvery time.Duration // default 1s
+	// StaleAfter is how far the speed layer's last update may trail the
+	// stream's last message before views answer from batch alone (default
+	// 30s).
+	StaleAfter time.Duration
+	Registry   prometheus.Registerer
+	Log        *slog.Logger
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.Spec == nil || c.Store == nil || c.JS == nil || c.NC == nil || c.CacheDir == "" {
+		errs = append(errs, errors.New("the spec, lake store, NATS connection and cache directory are required"))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("cannot configure serve: %w", errors.Join(errs...))
+	}
+	if c.CacheBytes <= 0 {
+		c.CacheBytes = 8 << 30
+	}
+	if c.QueryTimeout <= 0 {
+		c.QueryTimeout = 5 * time.Second
+	}
+	if c.MaxRows <= 0 {
+		c.MaxRows = 100_000
+	}
+	if c.RefreshEvery <= 0 {
+		c.RefreshEvery = time.Second
+	}
+	if c.StaleAfter <= 0 {
+		c.StaleAfter = 30 * time.Second
+	}
+	if c.Registry == nil {
+		c.Registry = prometheus.NewRegistry()
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	return nil
+}
+
+// Server holds the merged views and answers queries over them.
+type Server struct {
+	cfg     Config
+	db      *sql.DB
+	cache   *lake.Cache
+	catalog *lake.Catalog
+	metrics *metrics
+
+	// mu orders queries (read) against swaps (write): a query sees one
+	// snapshot and one tideline.
+	mu    sync.RWMutex
+	views map[string]*view
+	ready bool
+
+	speedMu sync.Mutex // guards every view's speed fields
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// view is what the server knows of one spec view.
+type view struct {
+	spec     *spec.View
+	tideline time.Time // of the swapped-in snapshot
+	version  int64     // of the view table swapped in
+	stale    time.Duration
+	loaded   chan struct{} // closed once the speed windows in KV are all read
+
+	// Under speedMu:
+	speed      map[string]stream.Update // the speed layer's windows at or above the tideline
+	dirty      bool
+	watermark  time.Time
+	lastUpdate time.Time // broker time of the last KV write seen
+}
+
+// Open builds the views and starts following the lake and the speed layer.
+// Close stops it.
+func Open(ctx context.Context, cfg Config) (*Server, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cache, err := lake.NewCache(cfg.CacheDir, cfg.CacheBytes)
+	if err != nil {
+		return nil, err
+	}
+	db, err := lake.OpenDuckDB(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, db: db, cache: cache, catalog: lake.NewCatalog(db, cfg.Store, cache), views: map[string]*view{}, metrics: newMetrics(cfg.Registry)}
+	if err := s.setup(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	ctx, s.cancel = context.WithCancel(context.Background())
+	for _, v := range s.views {
+		s.wg.Go(func() { s.followSpeed(ctx, v) })
+	}
+	s.wg.Go(func() { s.refreshLoop(ctx) })
+	return s, nil
+}
+
+// setup creates the speed tables and locks the database down: queries may
+// read only the cache directory, and cannot change that.
+func (s *Server) setup(ctx context.Context) error {
+	for _, v := range s.cfg.Spec.Views {
+		s.views[v.Name] = &view{spec: v, speed: map[string]stream.Update{}, loaded: make(chan struct{})}
+		cols := make([]string, 0, 2+len(v.GroupBy)+len(v.Measures))
+		for _, f := range lake.ViewSchema(v).Fields() {
+			cols = append(cols, spec.QuoteIdent(f.Name)+" "+lake.DuckDBType(f.Type))
+		}
+		if _, err := s.db.ExecContext(ctx, "CREATE TABLE "+spec.QuoteIdent(speedTable(v.Name))+" ("+strings.Join(cols, ", ")+")"); err != nil {
+			return fmt.Errorf("cannot create the speed table of view %s: %w", v.Name, err)
+		}
+	}
+	for _, q := range []string{
+		"SET allowed_directories = [" + spec.QuoteString(s.cfg.CacheDir) + "]",
+		"SET enable_external_access = false",
+		"SET lock_configuration = true",
+	} {
+		if _, err := s.db.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("cannot lock DuckDB down (%s): %w", q, err)
+		}
+	}
+	return nil
+}
+
+func speedTable(view string) string { return "speed_" + view }
+
+// CorrectionsViewName is the DuckDB view of a view's corrections.
+func CorrectionsViewName(view string) string { return "corrections_" + view }
+
+// Close stops following and closes the database.
+func (s *Server) Close() error {
+	s.cancel()
+	s.wg.Wait()
+	return s.db.Close()
+}
+
+// followSpeed keeps the view's speed windows from its KV bucket, every
+// current value first, then each change.
+func (s *Server) followSpeed(ctx context.Context, v *view) {
+	log := s.cfg.Log.With("view", v.spec.Name)
+	for ctx.Err() == nil {
+		kv, err := s.cfg.JS.KeyValue(ctx, stream.ViewBucket(v.spec.Name))
+		var w jetstream.KeyWatcher
+		if err == nil {
+			w, err = kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+		}
+		if err != nil {
+			log.Warn("cannot follow the speed layer's windows; retrying", "bucket", stream.ViewBucket(v.spec.Name), "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(2 * time.Second):
+			}
+			continue
+		}
+		for e := range w.Updates() {
+			if e == nil {
+				select { // the initial values are all in
+				case <-v.loaded:
+				default:
+					close(v.loaded)
+				}
+				continue
+			}
+			u, wm, err := stream.ParseUpdate(v.spec, e.Value())
+			if err != nil {
+				log.Warn("skipping an unreadable speed window", "key", e.Key(), "err", err)
+				continue
+			}
+			s.speedMu.Lock()
+			if u.Start >= v.tideline.UnixMicro() || v.tideline.IsZero() {
+				v.speed[u.Key()] = u
+				v.dirty = true
+			}
+			if wm.After(v.watermark) {
+				v.watermark = wm
+			}
+			if e.Created().After(v.lastUpdate) {
+				v.lastUpdate = e.Created()
+			}
+			s.speedMu.Unlock()
+		}
+		_ = w.Stop()
+	}
+}
+
+func (s *Server) refreshLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.RefreshEvery)
+	defer t.Stop()
+	for {
+		if err := s.Refresh(ctx); err != nil && ctx.Err() == nil {
+			s.cfg.Log.Warn("refresh failed; serving the last snapshot", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Refresh swaps in the lake's newest commits and the speed layer's changed
+// windows. Downloads happen before the swap, so queries wait only for the
+// swap itself.
+func (s *Server) Refresh(ctx context.Context) error {
+	start := time.Now()
+	// The first swap waits for the speed windows already in KV, so a ready
+	// server never answers with the speed side missing.
+	for _, v := range s.views {
+		select {
+		case <-v.loaded:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Second):
+			s.cfg.Log.Warn("speed windows still loading; serving without them for now", "view", v.spec.Name)
+		}
+	}
+	snaps := map[string]*lake.Snapshot{}
+	read := func(name string) error {
+		snap, err := lake.OpenTable(s.cfg.Store, name).Snapshot(ctx)
+		if err != nil {
+			return err
+		}
+		for _, f := range snap.List() { // warm the cache outside the lock
+			if _, err := s.cache.Fetch(ctx, s.cfg.Store, f); err != nil && !errors.Is(err, lake.ErrCorrupt) && !errors.Is(err, lake.ErrNotFound) {
+				return err
+			}
+		}
+		snaps[name] = snap
+		return nil
+	}
+	for _, v := range s.cfg.Spec.Views {
+		if err := read(lake.ViewTable(v.Name)); err != nil {
+			return err
+		}
+		if err := read(lake.CorrectionsTable(v.Name)); err != nil {
+			return err
+		}
+	}
+	for _, st := range s.cfg.Spec.Streams {
+		if err := read(lake.RawTable(st.Name)); err != nil {
+			return err
+		}
+	}
+	lastMsg := map[string]time.Time{}
+	for _, st := range s.cfg.Spec.Streams {
+		if js, err := s.cfg.JS.Stream(ctx, st.Name); err == nil {
+			if info, err := js.Info(ctx); err == nil {
+				lastMsg[st.Name] = info.State.LastTime
+			}
+		}
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, st := range s.cfg.Spec.Streams {
+		if _, err := s.catalog.Refresh(ctx, lake.RawViewName(st.Name), lake.RawSchema(st.Contract), snaps[lake.RawTable(st.Name)]); err != nil {
+			return err
+		}
+	}
+	for _, v := range s.cfg.Spec.Views {
+		vs := s.views[v.Name]
+		if _, err := s.catalog.Refresh(ctx, CorrectionsViewName(v.Name), lake.CorrectionsSchema(), snaps[lake.CorrectionsTable(v.Name)]); err != nil {
+			return err
+		}
+		snap := snaps[lake.ViewTable(v.Name)]
+		if _, err := s.catalog.Refresh(ctx, lake.BatchViewName(v.Name), lake.ViewSchema(v), snap); err != nil {
+			return err
+		}
+		tideline, _ := time.Parse(time.RFC3339Nano, snap.Props["tideline"])
+		if err := s.swapSpeed(ctx, vs, tideline); err != nil {
+			return err
+		}
+		s.speedMu.Lock()
+		stale := time.Duration(0)
+		if last := lastMsg[v.Stream.Name]; last.Sub(vs.lastUpdate) > s.cfg.StaleAfter {
+			stale = last.Sub(vs.lastUpdate)
+		}
+		s.speedMu.Unlock()
+		if stale > 0 != (vs.stale > 0) || !tideline.Equal(vs.tideline) || snap.Version != vs.version || !s.ready {
+			if _, err := s.db.ExecContext(ctx, "CREATE OR REPLACE VIEW "+spec.QuoteIdent(v.Name)+" AS "+mergedSQL(v, tideline, stale > 0)); err != nil {
+				return fmt.Errorf("cannot define view %s: %w", v.Name, err)
+			}
+		}
+		vs.tideline, vs.version, vs.stale = tideline, snap.Version, stale
+		s.metrics.tideline.WithLabelValues(v.Name).Set(float64(tideline.Unix()))
+	}
+	s.ready = true
+	s.metrics.refresh.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// swapSpeed rewrites the view's speed table if its windows changed, with
+// only the windows at or above the tideline.
+func (s *Server) swapSpeed(ctx context.Context, v *view, tideline time.Time) error {
+	s.speedMu.Lock()
+	if !v.dirty && tideline.Equal(v.tideline) {
+		s.speedMu.Unlock()
+		return nil
+	}
+	rows := make([]stream.Update, 0, len(v.speed))
+	for k, u := range v.speed {
+		if u.Start < tideline.UnixMicro() {
+			delete(v.speed, k) // batch serves it now
+			continue
+		}
+		rows = append(rows, u)
+	}
+	v.dirty = false
+	s.speedMu.Unlock()
+
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	table := speedTable(v.spec.Name)
+	if _, err := conn.ExecContext(ctx, "DELETE FROM "+spec.QuoteIdent(table)); err != nil {
+		return fmt.Errorf("cannot clear %s: %w", table, err)
+	}
+	return conn.Raw(func(dc any) error {
+		app, err := duckdb.NewAppenderFromConn(dc.(driver.Conn), "", table)
+		if err != nil {
+			return fmt.Errorf("cannot append to %s: %w", table, err)
+		}
+		size := v.spec.Size.Microseconds()
+		vals := make([]driver.Value, 0, 2+len(v.spec.GroupBy)+len(v.spec.Measures))
+		for _, u := range rows {
+			vals = append(vals[:0], time.UnixMicro(u.Start).UTC(), time.UnixMicro(u.Start+size).UTC())
+			for i, c := range v.spec.GroupBy {
+				vals = append(vals, driverValue(u.Dims[i], c.Type))
+			}
+			for _, m := range u.Measures {
+				vals = append(vals, driverValue(m, spec.TypeInt))
+			}
+			if err := app.AppendRow(vals...); err != nil {
+				app.Close()
+				return fmt.Errorf("cannot append to %s: %w", table, err)
+			}
+		}
+		return app.Close()
+	})
+}
+
+func driverValue(x spec.Value, t spec.Type) driver.Value {
+	switch {
+	case x.Null:
+		return nil
+	case t == spec.TypeString:
+		return x.Str
+	case t == spec.TypeBool:
+		return x.Bool
+	case t == spec.TypeTimestamp:
+		return time.UnixMicro(x.Int).UTC()
+	}
+	return x.Int
+}
+
+// mergedSQL is a view's definition: batch below the tideline, speed at or
+// above it; batch alone when the speed layer is stale.
+func mergedSQL(v *spec.View, tideline time.Time, stale bool) string {
+	var cols []string
+	for _, f := range lake.ViewSchema(v).Fields() {
+		cols = append(cols, spec.QuoteIdent(f.Name))
+	}
+	list := strings.Join(cols, ", ")
+	batch := "SELECT " + list + ", 'batch' AS source FROM " + spec.QuoteIdent(lake.BatchViewName(v.Name))
+	if stale {
+		return batch
+	}
+	t := fmt.Sprintf("make_timestamptz(%d)", tideline.UnixMicro())
+	if tideline.IsZero() {
+		t = "'-infinity'::TIMESTAMPTZ"
+	}
+	return batch + " WHERE window_start < " + t +
+		" UNION ALL SELECT " + list + ", 'speed' AS source FROM " + spec.QuoteIdent(speedTable(v.Name)) + " WHERE window_start >= " + t
+}
