@@ -21,8 +21,9 @@ import (
 	"tideline/stream"
 )
 
-// Config is what a Server needs. Spec, Store, JS, NC and CacheDir are
-// required.
+// Config is what a Server needs. Spec, Store and CacheDir are required;
+// without NC and JS the views are batch only (as `tideline query --local`
+// reads them).
 type Config struct {
 	Spec       *spec.Spec
 	Store      lake.Store
@@ -46,8 +47,11 @@ type Config struct {
 
 func (c *Config) validate() error {
 	var errs []error
-	if c.Spec == nil || c.Store == nil || c.JS == nil || c.NC == nil || c.CacheDir == "" {
-		errs = append(errs, errors.New("the spec, lake store, NATS connection and cache directory are required"))
+	if c.Spec == nil || c.Store == nil || c.CacheDir == "" {
+		errs = append(errs, errors.New("the spec, lake store and cache directory are required"))
+	}
+	if (c.JS == nil) != (c.NC == nil) {
+		errs = append(errs, errors.New("give both the NATS connection and JetStream, or neither (batch only)"))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("cannot configure serve: %w", errors.Join(errs...))
@@ -132,6 +136,10 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	ctx, s.cancel = context.WithCancel(context.Background())
 	for _, v := range s.views {
+		if cfg.JS == nil {
+			close(v.loaded)
+			continue
+		}
 		s.wg.Go(func() { s.followSpeed(ctx, v) })
 	}
 	s.wg.Go(func() { s.refreshLoop(ctx) })
@@ -284,6 +292,10 @@ func (s *Server) Refresh(ctx context.Context) error {
 	}
 	lastMsg := map[string]time.Time{}
 	for _, st := range s.cfg.Spec.Streams {
+		if s.cfg.JS == nil {
+			lastMsg[st.Name] = time.Now() // no speed layer: batch only
+			continue
+		}
 		if js, err := s.cfg.JS.Stream(ctx, st.Name); err == nil {
 			if info, err := js.Info(ctx); err == nil {
 				lastMsg[st.Name] = info.State.LastTime

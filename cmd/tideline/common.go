@@ -133,3 +133,6 @@ func serveHTTP(ctx context.Context, addr string, mux http.Handler) (func(), erro
 	slog.Info("http listening", "addr", ln.Addr().String())
 	return func() { _ = srv.Shutdown(context.Background()) }, nil
 }
+
+// discardLog is a logger for commands whose output is their answer.
+func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }

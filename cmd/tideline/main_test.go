@@ -38,3 +38,26 @@ func TestSpecCheck(t *testing.T) {
 		t.Errorf("missing file: err = %v, want one naming the file", err)
 	}
 }
+
+// TestQueryLocal reads an empty local lake through `tideline query --local`
+// in each output format, and refuses what serve refuses.
+func TestQueryLocal(t *testing.T) {
+	lakeURL := "file://" + t.TempDir()
+	common := []string{"query", "--local", "--spec", "../../examples/payments/tideline.yaml", "--lake", lakeURL, "--cache", t.TempDir()}
+	for format, want := range map[string]string{
+		"table": "windows  sources\n0        0\n(1 rows)\n",
+		"csv":   "windows,sources\n0,0\n",
+		"json":  `"columns": [`,
+	} {
+		out, _, err := run(t, append(common, "--format", format, "SELECT count(*) AS windows, count(DISTINCT source) AS sources FROM merchant_minute")...)
+		if err != nil || !strings.Contains(out, want) {
+			t.Errorf("--format %s: %q, %v; want %q", format, out, err, want)
+		}
+	}
+	if _, _, err := run(t, append(common, "DROP VIEW merchant_minute")...); err == nil || !strings.Contains(err.Error(), "only a SELECT") {
+		t.Errorf("DROP through query --local: %v", err)
+	}
+	if _, _, err := run(t, append(common, "--format", "xml", "SELECT 1")...); err == nil || !strings.Contains(err.Error(), "xml") {
+		t.Errorf("--format xml: %v", err)
+	}
+}
