@@ -26,8 +26,8 @@ func streamCmd() *cobra.Command {
 stream of every stream in the spec, a KV bucket per view and the checkpoint
 bucket, then runs one processor per stream until interrupted.
 
-Its HTTP server has /metrics (Prometheus), /healthz and, until the serve
-process takes it over, POST /v1/ingest/{stream} for NDJSON.`,
+Its HTTP server has /metrics (Prometheus), /healthz and, as serve does too,
+POST /v1/ingest/{stream} for NDJSON.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			s, err := c.spec()
