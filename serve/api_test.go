@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -133,5 +134,37 @@ func TestHostileQueriesAreRefused(t *testing.T) {
 	var res Result
 	if code := f.do("POST", "/v1/query", "s3cret", map[string]string{"sql": "SELECT count(*) FROM merchant_minute"}, &res); code != http.StatusOK || len(res.Rows) != 1 {
 		t.Errorf("a normal query after the hostile ones: %d %+v", code, res)
+	}
+}
+
+// TestStaleSpeedLayerFallsBackToBatch stops the speed layer while events
+// keep arriving: views answer from batch alone and say how stale they are,
+// rather than fail.
+func TestStaleSpeedLayerFallsBackToBatch(t *testing.T) {
+	f := newFixture(t, "")
+	f.stopSpeed()
+	time.Sleep(2500 * time.Millisecond)
+	data := `{"payment_id":"late-arrival","ts":"` + time.Now().UTC().Format(time.RFC3339) + `","card_id":"c","merchant_id":"m","country":"US","amount":"1.00","currency":"USD","channel":"pos"}`
+	if _, err := f.js.Publish(t.Context(), "payments.events.0", []byte(data)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.srv.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", f.http.URL+"/v1/views/merchant_minute", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out ViewResponse
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Tideline-Stale") == "" || out.Stale == "" || len(out.Rows) == 0 {
+		t.Fatalf("stale view: %d, header %q, stale %q, %d rows", resp.StatusCode, resp.Header.Get("X-Tideline-Stale"), out.Stale, len(out.Rows))
+	}
+	for _, r := range out.Rows {
+		if r.Source != "batch" {
+			t.Fatalf("a stale view served a %s row: %+v", r.Source, r)
+		}
 	}
 }

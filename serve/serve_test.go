@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,6 +41,9 @@ type fixture struct {
 	srv    *Server
 	http   *httptest.Server
 	oracle *sql.DB
+	js     jetstream.JetStream
+	// stopSpeed stops the speed layer.
+	stopSpeed func()
 }
 
 func newFixture(t *testing.T, token string) *fixture {
@@ -55,7 +59,9 @@ func newFixture(t *testing.T, token string) *fixture {
 	pctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- proc.Run(pctx) }()
-	t.Cleanup(func() { stop(); <-done })
+	var once sync.Once
+	f.js, f.stopSpeed = js, func() { once.Do(func() { stop(); <-done }) }
+	t.Cleanup(f.stopSpeed)
 
 	// History: 10,000 events over about 3 minutes in January. Live: 1,500
 	// events from now on, in a partition compaction cannot seal yet.
@@ -110,7 +116,7 @@ func newFixture(t *testing.T, token string) *fixture {
 		}
 	}
 	f.srv, err = Open(ctx, Config{Spec: f.spec, Store: store, NC: nc, JS: js, CacheDir: t.TempDir(), Token: token,
-		QueryTimeout: time.Second, MaxRows: 1_000_000, Log: quiet})
+		QueryTimeout: time.Second, MaxRows: 1_000_000, StaleAfter: 2 * time.Second, Log: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
