@@ -430,8 +430,25 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 		defer p.ckptBusy.Store(false)
 		times := timeTexts{}
 		for _, u := range windows {
-			if _, err := p.js.PublishAsync("$KV."+ViewBucket(u.View.Name)+"."+u.Key(), u.appendJSON(nil, times, wm)); err != nil {
-				return fmt.Errorf("cannot write window of view %s to its bucket: %w", u.View.Name, err)
+			data := u.appendJSON(nil, times, wm)
+			for {
+				_, err := p.js.PublishAsync("$KV."+ViewBucket(u.View.Name)+"."+u.Key(), data)
+				if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+					// Back-pressure from a slow server: wait for the acks
+					// in flight, then send this one again.
+					select {
+					case <-p.js.PublishAsyncComplete():
+					case <-ctx.Done():
+						return ctx.Err()
+					case <-time.After(30 * time.Second):
+						return fmt.Errorf("cannot checkpoint stream %s: publishes not acknowledged after 30s", p.st.Name)
+					}
+					continue
+				}
+				if err != nil {
+					return fmt.Errorf("cannot write window of view %s to its bucket: %w", u.View.Name, err)
+				}
+				break
 			}
 		}
 		select {
