@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"go.temporal.io/sdk/activity"
-
 	"tideline/lake"
 )
 
@@ -82,25 +80,32 @@ func (a *Activities) Advance(ctx context.Context, in ViewInput) (AdvanceResult, 
 	if err != nil {
 		return res, err
 	}
-	for _, p := range passed {
-		batchFiles := s.batch.In(p.Path())
-		if len(batchFiles) == 0 {
-			continue
+	// Reading batch and speed windows can take long on a busy machine; the
+	// heartbeat must not wait for a whole partition.
+	err = heartbeating(ctx, "correcting", func() error {
+		for _, p := range passed {
+			batchFiles := s.batchFiles[p.Path()]
+			if len(batchFiles) == 0 {
+				continue
+			}
+			batch, err := a.readBatch(ctx, v, batchFiles, p.Start, p.End())
+			if err != nil {
+				return err
+			}
+			speed, err := a.readSpeed(ctx, v, p.Start, p.End())
+			if err != nil {
+				return err
+			}
+			rows, touched := diff(v, KindSpeed, speed, batch, watermark, a.Now())
+			if touched > 0 {
+				files[fmt.Sprintf("%s/%s/speed.parquet", lake.CorrectionsTable(v.Name), p.Path())] = correctionFile{p.Path(), rows}
+				res.Corrections += touched
+			}
 		}
-		batch, err := a.readBatch(ctx, v, batchFiles, p.Start, p.End())
-		if err != nil {
-			return res, err
-		}
-		speed, err := a.readSpeed(ctx, v, p.Start, p.End())
-		if err != nil {
-			return res, err
-		}
-		rows, touched := diff(v, KindSpeed, speed, batch, watermark, a.Now())
-		if touched > 0 {
-			files[fmt.Sprintf("%s/%s/speed.parquet", lake.CorrectionsTable(v.Name), p.Path())] = correctionFile{p.Path(), rows}
-			res.Corrections += touched
-		}
-		activity.RecordHeartbeat(ctx, p.Path())
+		return nil
+	})
+	if err != nil {
+		return res, err
 	}
 	if err := a.recordCorrections(ctx, v, files); err != nil {
 		return res, err
