@@ -300,7 +300,8 @@ func (c *compactor) commit(ctx context.Context) error {
 			}
 		})
 	}
-	wg.Wait()
+	// Writing a large chunk can outlast the heartbeat timeout.
+	_ = heartbeating(ctx, compactProgress{Result: *c.res}, func() error { wg.Wait(); return nil })
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}

@@ -126,8 +126,8 @@ func (a *Activities) Recompute(ctx context.Context, in PartitionInput) (Recomput
 	}
 	in2 := s.inputs(p)
 	m := mark(v, in2)
-	paths, err := a.fetch(ctx, in2)
-	if err != nil {
+	var paths []string
+	if err := heartbeating(ctx, "fetching", func() (err error) { paths, err = a.fetch(ctx, in2); return err }); err != nil {
 		return res, err
 	}
 	defer a.Cache.Unpin(paths)
