@@ -436,12 +436,8 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 				if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
 					// Back-pressure from a slow server: wait for the acks
 					// in flight, then send this one again.
-					select {
-					case <-p.js.PublishAsyncComplete():
-					case <-ctx.Done():
-						return ctx.Err()
-					case <-time.After(30 * time.Second):
-						return fmt.Errorf("cannot checkpoint stream %s: publishes not acknowledged after 30s", p.st.Name)
+					if err := p.awaitAcks(ctx); err != nil {
+						return err
 					}
 					continue
 				}
@@ -451,12 +447,8 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 				break
 			}
 		}
-		select {
-		case <-p.js.PublishAsyncComplete():
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(30 * time.Second):
-			return fmt.Errorf("cannot checkpoint stream %s: publishes not acknowledged after 30s", p.st.Name)
+		if err := p.awaitAcks(ctx); err != nil {
+			return err
 		}
 		if err := p.ckpt.save(ctx, seq, data); err != nil {
 			return err
@@ -481,6 +473,18 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 		}
 	}()
 	return nil
+}
+
+// awaitAcks waits until JetStream has acknowledged every async publish.
+func (p *Processor) awaitAcks(ctx context.Context) error {
+	select {
+	case <-p.js.PublishAsyncComplete():
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("cannot checkpoint stream %s: publishes not acknowledged after 30s", p.st.Name)
+	}
 }
 
 // Operator exposes the processor's operator to f under its lock, for tests
