@@ -40,19 +40,12 @@ until interrupted. Any number of workers may run at once.
 Its HTTP server has /metrics (Prometheus) and /healthz.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			s, err := c.spec()
+			d, err := openData(ctx, &c, &l, "worker")
 			if err != nil {
 				return err
 			}
-			nc, js, err := c.connect("worker")
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			store, err := l.open(ctx)
-			if err != nil {
-				return err
-			}
+			defer d.nc.Close()
+			s, js, store := d.spec, d.js, d.store
 			db, err := lake.OpenDuckDB(ctx, "")
 			if err != nil {
 				return err

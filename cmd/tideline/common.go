@@ -136,3 +136,30 @@ func serveHTTP(ctx context.Context, addr string, mux http.Handler) (func(), erro
 
 // discardLog is a logger for commands whose output is their answer.
 func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// data is what the worker and serve both open: the spec, NATS and the lake.
+type data struct {
+	spec  *spec.Spec
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	store lake.Store
+}
+
+// openData opens the spec, connects to NATS as name and opens the lake.
+// The caller closes nc.
+func openData(ctx context.Context, c *commonFlags, l *lakeFlags, name string) (*data, error) {
+	s, err := c.spec()
+	if err != nil {
+		return nil, err
+	}
+	nc, js, err := c.connect(name)
+	if err != nil {
+		return nil, err
+	}
+	store, err := l.open(ctx)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return &data{spec: s, nc: nc, js: js, store: store}, nil
+}

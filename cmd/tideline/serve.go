@@ -32,19 +32,12 @@ layer's windows, and answers on --http:
   /healthz, /readyz, /metrics`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			s, err := c.spec()
+			d, err := openData(ctx, &c, &l, "serve")
 			if err != nil {
 				return err
 			}
-			nc, js, err := c.connect("serve")
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			store, err := l.open(ctx)
-			if err != nil {
-				return err
-			}
+			defer d.nc.Close()
+			s, nc, js, store := d.spec, d.nc, d.js, d.store
 			reg := newRegistry()
 			cfg.Spec, cfg.Store, cfg.NC, cfg.JS, cfg.Registry, cfg.Log = s, store, nc, js, reg, slog.Default()
 			cfg.CacheDir, cfg.CacheBytes = filepath.Join(l.cacheDir, "serve"), l.cacheBytes
