@@ -255,7 +255,7 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
 	out := map[string]ViewStatus{}
 	raws := map[string]*lake.Snapshot{}
 	for _, st := range s.cfg.Spec.Streams {
-		snap, err := lake.OpenTable(s.cfg.Store, lake.RawTable(st.Name)).Snapshot(ctx)
+		snap, err := s.snapshot(ctx, lake.RawTable(st.Name))
 		if err != nil {
 			writeError(w, http.StatusServiceUnavailable, err.Error())
 			return

@@ -96,6 +96,9 @@ type Server struct {
 
 	speedMu sync.Mutex // guards every view's speed fields
 
+	tablesMu sync.Mutex
+	tables   map[string]*lake.Table // kept, so each refresh reads only new commits
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -129,7 +132,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, db: db, cache: cache, catalog: lake.NewCatalog(db, cfg.Store, cache), views: map[string]*view{}, metrics: newMetrics(cfg.Registry)}
+	s := &Server{cfg: cfg, db: db, cache: cache, catalog: lake.NewCatalog(db, cfg.Store, cache), views: map[string]*view{}, tables: map[string]*lake.Table{}, metrics: newMetrics(cfg.Registry)}
 	if err := s.setup(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -265,7 +268,7 @@ func (s *Server) Refresh(ctx context.Context) error {
 	}
 	snaps := map[string]*lake.Snapshot{}
 	read := func(name string) error {
-		snap, err := lake.OpenTable(s.cfg.Store, name).Snapshot(ctx)
+		snap, err := s.snapshot(ctx, name)
 		if err != nil {
 			return err
 		}
@@ -340,6 +343,18 @@ func (s *Server) Refresh(ctx context.Context) error {
 	s.ready = true
 	s.metrics.refresh.Observe(time.Since(start).Seconds())
 	return nil
+}
+
+// snapshot reads a lake table's newest snapshot.
+func (s *Server) snapshot(ctx context.Context, name string) (*lake.Snapshot, error) {
+	s.tablesMu.Lock()
+	t := s.tables[name]
+	if t == nil {
+		t = lake.OpenTable(s.cfg.Store, name)
+		s.tables[name] = t
+	}
+	s.tablesMu.Unlock()
+	return t.Snapshot(ctx)
 }
 
 // swapSpeed rewrites the view's speed table if its windows changed, with
