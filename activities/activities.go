@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -100,6 +101,9 @@ func (c *Config) Validate() error {
 // through a nil pointer (var a *Activities) and its method values.
 type Activities struct {
 	Config
+
+	mu     sync.Mutex
+	tables map[string]*lake.Table // kept, so each read replays only new commits
 }
 
 // New checks cfg and returns the activities.
@@ -107,7 +111,7 @@ func New(cfg Config) (*Activities, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Activities{Config: cfg}, nil
+	return &Activities{Config: cfg, tables: map[string]*lake.Table{}}, nil
 }
 
 func (a *Activities) stream(name string) (*spec.Stream, error) {
@@ -126,13 +130,21 @@ func (a *Activities) view(name string) (*spec.View, error) {
 	return v, nil
 }
 
-func (a *Activities) rawTable(st *spec.Stream) *lake.Table {
-	return lake.OpenTable(a.Store, lake.RawTable(st.Name))
+// table returns the lake table called name, opened once.
+func (a *Activities) table(name string) *lake.Table {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	t := a.tables[name]
+	if t == nil {
+		t = lake.OpenTable(a.Store, name)
+		a.tables[name] = t
+	}
+	return t
 }
 
-func (a *Activities) viewTable(v *spec.View) *lake.Table {
-	return lake.OpenTable(a.Store, lake.ViewTable(v.Name))
-}
+func (a *Activities) rawTable(st *spec.Stream) *lake.Table { return a.table(lake.RawTable(st.Name)) }
+
+func (a *Activities) viewTable(v *spec.View) *lake.Table { return a.table(lake.ViewTable(v.Name)) }
 
 // fromLake turns lake errors that no retry fixes into non-retryable ones.
 func fromLake(err error) error {

@@ -304,7 +304,7 @@ func (a *Activities) recordCorrections(ctx context.Context, v *spec.View, files 
 	if len(files) == 0 {
 		return nil
 	}
-	tbl := lake.OpenTable(a.Store, lake.CorrectionsTable(v.Name))
+	tbl := a.table(lake.CorrectionsTable(v.Name))
 	snap, err := tbl.Snapshot(ctx)
 	if err != nil {
 		return fromLake(err)
