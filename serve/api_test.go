@@ -3,6 +3,7 @@ package serve
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -10,11 +11,19 @@ import (
 	"tideline/internal/oracle"
 )
 
-// TestMergedViewsMatchTheOracle reads every view through GET /v1/views and
+// TestServe runs the serving checks on one real stack: it takes a while
+// to build, and the last check stops its speed layer.
+func TestServe(t *testing.T) {
+	f := newFixture(t)
+	t.Run("MergedViewsMatchTheOracle", func(t *testing.T) { mergedViewsMatchTheOracle(t, f) })
+	t.Run("HostileQueriesAreRefused", func(t *testing.T) { hostileQueriesAreRefused(t, f) })
+	t.Run("StaleSpeedLayerFallsBackToBatch", func(t *testing.T) { staleSpeedLayerFallsBackToBatch(t, f) })
+}
+
+// mergedViewsMatchTheOracle reads every view through GET /v1/views and
 // POST /v1/query: batch below the tideline, speed above, each window once,
 // all equal to DuckDB's answer from the generator's file.
-func TestMergedViewsMatchTheOracle(t *testing.T) {
-	f := newFixture(t, "")
+func mergedViewsMatchTheOracle(t *testing.T, f *fixture) {
 	for _, v := range f.spec.Stream("payments").Views {
 		want, err := oracle.ViewRows(t.Context(), f.oracle, v, "")
 		if err != nil {
@@ -83,11 +92,17 @@ func TestMergedViewsMatchTheOracle(t *testing.T) {
 	}
 }
 
-// TestHostileQueriesAreRefused sends statements that write, escape to files
+// hostileQueriesAreRefused sends statements that write, escape to files
 // or the network, or never end: each gets a 400 with a reason, and the
-// server answers normally afterwards.
-func TestHostileQueriesAreRefused(t *testing.T) {
-	f := newFixture(t, "s3cret")
+// server answers normally afterwards. A token guards it all but health.
+func hostileQueriesAreRefused(t *testing.T, f *fixture) {
+	f.srv.cfg.Token = "s3cret"
+	defer func() { f.srv.cfg.Token = "" }()
+	guarded := httptest.NewServer(f.srv.Handler(nil, nil))
+	defer guarded.Close()
+	open := f.http
+	f.http = guarded
+	defer func() { f.http = open }()
 	for _, q := range []string{
 		"COPY (SELECT * FROM merchant_minute) TO '/tmp/out.csv'",
 		"ATTACH '/tmp/other.db' AS other",
@@ -137,11 +152,10 @@ func TestHostileQueriesAreRefused(t *testing.T) {
 	}
 }
 
-// TestStaleSpeedLayerFallsBackToBatch stops the speed layer while events
+// staleSpeedLayerFallsBackToBatch stops the speed layer while events
 // keep arriving: views answer from batch alone and say how stale they are,
 // rather than fail.
-func TestStaleSpeedLayerFallsBackToBatch(t *testing.T) {
-	f := newFixture(t, "")
+func staleSpeedLayerFallsBackToBatch(t *testing.T, f *fixture) {
 	f.stopSpeed()
 	time.Sleep(2500 * time.Millisecond)
 	data := `{"payment_id":"late-arrival","ts":"` + time.Now().UTC().Format(time.RFC3339) + `","card_id":"c","merchant_id":"m","country":"US","amount":"1.00","currency":"USD","channel":"pos"}`

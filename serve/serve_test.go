@@ -46,7 +46,7 @@ type fixture struct {
 	stopSpeed func()
 }
 
-func newFixture(t *testing.T, token string) *fixture {
+func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	ctx := t.Context()
 	f := &fixture{t: t, spec: stacktest.FastSpec(t)}
@@ -115,7 +115,7 @@ func newFixture(t *testing.T, token string) *fixture {
 			t.Fatalf("speed layer at sequence %d with %d windows open", seq, open)
 		}
 	}
-	f.srv, err = Open(ctx, Config{Spec: f.spec, Store: store, NC: nc, JS: js, CacheDir: t.TempDir(), Token: token,
+	f.srv, err = Open(ctx, Config{Spec: f.spec, Store: store, NC: nc, JS: js, CacheDir: t.TempDir(),
 		QueryTimeout: time.Second, MaxRows: 1_000_000, StaleAfter: 2 * time.Second, Log: quiet})
 	if err != nil {
 		t.Fatal(err)
