@@ -191,11 +191,6 @@ func (a *Activities) observe(name string, start time.Time) {
 	a.Metrics.Duration.WithLabelValues(name).Observe(time.Since(start).Seconds())
 }
 
-// background is for cleanup that must run after ctx is done.
-func background() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), 10*time.Second)
-}
-
 // heartbeating runs fn, heartbeating every few seconds while it runs, for
 // steps (a DuckDB query) that cannot heartbeat themselves.
 func heartbeating(ctx context.Context, details any, fn func() error) error {

@@ -13,7 +13,6 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	sdkworker "go.temporal.io/sdk/worker"
-	"go.temporal.io/sdk/workflow"
 
 	"tideline/activities"
 	"tideline/spec"
@@ -29,15 +28,6 @@ func New(c client.Client, acts *activities.Activities, o sdkworker.Options) sdkw
 	}
 	w.RegisterActivityWithOptions(acts, activity.RegisterOptions{})
 	return w
-}
-
-// Register registers the workflows with a replayer or test environment.
-func Register(r interface {
-	RegisterWorkflowWithOptions(any, workflow.RegisterOptions)
-}) {
-	for _, wf := range []any{workflows.Compaction, workflows.Backfill, workflows.BackfillPartition} {
-		r.RegisterWorkflowWithOptions(wf, workflow.RegisterOptions{})
-	}
 }
 
 // EnsureSearchAttributes registers the attributes backfills report in, if
