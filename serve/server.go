@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/duckdb/duckdb-go/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -309,17 +310,17 @@ func (s *Server) Refresh(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, st := range s.cfg.Spec.Streams {
-		if _, err := s.catalog.Refresh(ctx, lake.RawViewName(st.Name), lake.RawSchema(st.Contract), snaps[lake.RawTable(st.Name)]); err != nil {
+		if err := s.define(ctx, lake.RawViewName(st.Name), lake.RawSchema(st.Contract), snaps[lake.RawTable(st.Name)]); err != nil {
 			return err
 		}
 	}
 	for _, v := range s.cfg.Spec.Views {
 		vs := s.views[v.Name]
-		if _, err := s.catalog.Refresh(ctx, CorrectionsViewName(v.Name), lake.CorrectionsSchema(), snaps[lake.CorrectionsTable(v.Name)]); err != nil {
+		if err := s.define(ctx, CorrectionsViewName(v.Name), lake.CorrectionsSchema(), snaps[lake.CorrectionsTable(v.Name)]); err != nil {
 			return err
 		}
 		snap := snaps[lake.ViewTable(v.Name)]
-		if _, err := s.catalog.Refresh(ctx, lake.BatchViewName(v.Name), lake.ViewSchema(v), snap); err != nil {
+		if err := s.define(ctx, lake.BatchViewName(v.Name), lake.ViewSchema(v), snap); err != nil {
 			return err
 		}
 		tideline, _ := time.Parse(time.RFC3339Nano, snap.Props["tideline"])
@@ -343,6 +344,16 @@ func (s *Server) Refresh(ctx context.Context) error {
 	s.ready = true
 	s.metrics.refresh.Observe(time.Since(start).Seconds())
 	return nil
+}
+
+// define points a DuckDB view at a table's snapshot, unless it is there
+// already. Caller holds mu.
+func (s *Server) define(ctx context.Context, name string, schema *arrow.Schema, snap *lake.Snapshot) error {
+	if s.ready && s.catalog.Version(name) == snap.Version {
+		return nil
+	}
+	_, err := s.catalog.Refresh(ctx, name, schema, snap)
+	return err
 }
 
 // snapshot reads a lake table's newest snapshot.
