@@ -9,6 +9,7 @@ GO  ?= go
 TEMPORAL_CLI_VERSION := v1.5.1
 MINIO_VERSION        := v0.0.0-20260212201848-7aac2a2c5b7c
 NATSCLI_VERSION      := v0.5.0
+HEY_VERSION          := v0.1.4
 
 export PATH := $(BIN):$(PATH)
 
@@ -17,10 +18,11 @@ export PATH := $(BIN):$(PATH)
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-tools: ## build the pinned Temporal CLI, MinIO and nats CLI into bin/ (skips what is already there)
+tools: ## build the pinned Temporal CLI, MinIO, nats CLI and hey into bin/ (skips what is already there)
 	@scripts/install-tool.sh temporal github.com/temporalio/cli/cmd/temporal $(TEMPORAL_CLI_VERSION)
 	@scripts/install-tool.sh minio github.com/minio/minio $(MINIO_VERSION)
 	@scripts/install-tool.sh nats github.com/nats-io/natscli/nats $(NATSCLI_VERSION)
+	@scripts/install-tool.sh hey github.com/rakyll/hey $(HEY_VERSION)
 
 build: ## build bin/tideline
 	$(GO) build -o $(BIN)/tideline ./cmd/tideline

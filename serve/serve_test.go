@@ -36,7 +36,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // it: real NATS with the speed layer, the batch activities run directly,
 // and a server over both.
 type fixture struct {
-	t      *testing.T
+	t      testing.TB
 	spec   *spec.Spec
 	srv    *Server
 	http   *httptest.Server
@@ -46,7 +46,7 @@ type fixture struct {
 	stopSpeed func()
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	ctx := t.Context()
 	f := &fixture{t: t, spec: stacktest.FastSpec(t)}
