@@ -177,6 +177,9 @@ func (s *Server) setup(ctx context.Context) error {
 
 func speedTable(view string) string { return "speed_" + view }
 
+// batchTable holds the batch results of the snapshot swapped in.
+func batchTable(view string) string { return "served_" + view }
+
 // CorrectionsViewName is the DuckDB view of a view's corrections.
 func CorrectionsViewName(view string) string { return "corrections_" + view }
 
@@ -323,6 +326,14 @@ func (s *Server) Refresh(ctx context.Context) error {
 		if err := s.define(ctx, lake.BatchViewName(v.Name), lake.ViewSchema(v), snap); err != nil {
 			return err
 		}
+		if snap.Version != vs.version || !s.ready {
+			// Queries read a table, not Parquet: DuckDB then prunes by
+			// its zone maps instead of scanning files on every request.
+			q := "CREATE OR REPLACE TABLE " + spec.QuoteIdent(batchTable(v.Name)) + " AS SELECT * FROM " + spec.QuoteIdent(lake.BatchViewName(v.Name)) + " ORDER BY window_start"
+			if _, err := s.db.ExecContext(ctx, q); err != nil {
+				return fmt.Errorf("cannot load the batch results of view %s: %w", v.Name, err)
+			}
+		}
 		tideline, _ := time.Parse(time.RFC3339Nano, snap.Props["tideline"])
 		if err := s.swapSpeed(ctx, vs, tideline); err != nil {
 			return err
@@ -442,7 +453,7 @@ func mergedSQL(v *spec.View, tideline time.Time, stale bool) string {
 		cols = append(cols, spec.QuoteIdent(f.Name))
 	}
 	list := strings.Join(cols, ", ")
-	batch := "SELECT " + list + ", 'batch' AS source FROM " + spec.QuoteIdent(lake.BatchViewName(v.Name))
+	batch := "SELECT " + list + ", 'batch' AS source FROM " + spec.QuoteIdent(batchTable(v.Name))
 	if stale {
 		return batch
 	}
