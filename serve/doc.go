@@ -2,11 +2,12 @@
 // view, batch-exact below the view's tideline and speed-fresh above it, and
 // the HTTP API over them.
 //
-//   - Each view <view> is batch_<view> (the view table's files, through the
-//     lake cache) for windows starting before the tideline, UNION ALL
-//     speed_<view> (the speed layer's windows, followed from its KV bucket)
-//     for windows starting at or after it, with a source column saying
-//     which. raw_<stream> and corrections_<view> are queryable too.
+//   - Each view <view> is served_<view> (the view table's batch files,
+//     loaded into a DuckDB table at each new version; batch_<view> reads
+//     the same files in place) for windows starting before the tideline,
+//     UNION ALL speed_<view> (the speed layer's windows, followed from its
+//     KV bucket) for windows starting at or after it, with a source column
+//     saying which. raw_<stream> and corrections_<view> are queryable too.
 //   - Refresh swaps new lake commits and speed updates in under the server's
 //     write lock; a query holds the read lock, so it sees one snapshot and
 //     one tideline.
