@@ -276,7 +276,7 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
 		st.Watermark, st.SpeedLastUpdate = vs.watermark, vs.lastUpdate
 		s.speedMu.Unlock()
 		for _, p := range raw.Partitions() {
-			if pp, err := lake.ParsePartition(p, vs.spec.Stream.Partition); err == nil && !pp.End().Before(st.Tideline) && !pp.End().Equal(st.Tideline) {
+			if pp, err := lake.ParsePartition(p, vs.spec.Stream.Partition); err == nil && pp.End().After(st.Tideline) {
 				st.PartitionsPending++
 			}
 		}
