@@ -10,6 +10,7 @@ type Metrics struct {
 	Late          *prometheus.CounterVec   // view
 	DeadLettered  *prometheus.CounterVec   // stream, source
 	Latency       *prometheus.HistogramVec // stream: broker receive to applied
+	Freshness     *prometheus.HistogramVec // stream: broker receive to window update published
 	WatermarkLag  *prometheus.GaugeVec     // stream: now - watermark
 	Pending       *prometheus.GaugeVec     // stream: messages not yet delivered
 	Checkpoint    *prometheus.HistogramVec // stream
@@ -30,6 +31,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Invalid events published to the dead-letter stream."}, []string{"stream", "source"}),
 		Latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tideline_stream_processing_latency_seconds",
 			Help: "Time from JetStream storing an event to the processor applying it.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"stream"}),
+		Freshness: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tideline_stream_freshness_seconds",
+			Help: "Time from JetStream storing an event to its window update being published, for the oldest event of each flush.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}, []string{"stream"}),
 		WatermarkLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tideline_stream_watermark_lag_seconds",
 			Help: "Wall time minus the watermark."}, []string{"stream"}),
 		Pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tideline_stream_consumer_pending",
@@ -45,6 +48,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Ingested: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tideline_ingest_events_total",
 			Help: "Events posted to the HTTP ingest endpoint, by result: accepted, duplicate, rejected."}, []string{"stream", "result"}),
 	}
-	reg.MustRegister(m.Events, m.Late, m.DeadLettered, m.Latency, m.WatermarkLag, m.Pending, m.Checkpoint, m.CheckpointLen, m.Updates, m.OpenWindows, m.Ingested)
+	reg.MustRegister(m.Events, m.Late, m.DeadLettered, m.Latency, m.Freshness, m.WatermarkLag, m.Pending, m.Checkpoint, m.CheckpointLen, m.Updates, m.OpenWindows, m.Ingested)
 	return m
 }

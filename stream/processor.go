@@ -80,6 +80,9 @@ type Processor struct {
 	pending     uint64
 	updates     []Update
 	fatal       error
+	// oldestUnflushed is when JetStream stored the first event applied
+	// since the last flush: the freshness sample of the next flush.
+	oldestUnflushed time.Time
 
 	// Owned by the Run goroutine (flush and checkpoint):
 	lateReported map[string]uint64 // late counts already added to metrics
@@ -92,6 +95,12 @@ type Processor struct {
 	metricFinal  map[string]prometheus.Counter
 	metricEvents map[Outcome]prometheus.Counter
 	metricLat    prometheus.Observer
+	freshness    []time.Duration // samples since the last stats
+
+	// For Stats:
+	started      time.Time
+	counts       [Filtered + 1]atomic.Uint64 // by Outcome
+	deadLettered atomic.Uint64
 
 	ckptWG     sync.WaitGroup
 	ckptBusy   atomic.Bool
@@ -102,7 +111,7 @@ type Processor struct {
 func NewProcessor(nc *nats.Conn, js jetstream.JetStream, st *spec.Stream, o ProcessorOptions) *Processor {
 	o.defaults()
 	p := &Processor{st: st, nc: nc, js: js, o: o, op: NewOperator(st), log: o.Log.With("stream", st.Name),
-		lateReported: map[string]uint64{}, kvPending: map[string]Update{}, times: timeTexts{}}
+		lateReported: map[string]uint64{}, kvPending: map[string]Update{}, times: timeTexts{}, started: time.Now().UTC()}
 	p.op.MaxCheckpointIDs = o.MaxCheckpointIDs
 	if m := o.Metrics; m != nil {
 		// Resolved once: label lookups per message would cost more than the work.
@@ -168,6 +177,8 @@ func (p *Processor) Run(ctx context.Context) error {
 	defer p.ckptWG.Wait() // a checkpoint in flight ends before Run does
 	flush := time.NewTicker(p.o.FlushEvery)
 	defer flush.Stop()
+	stats := time.NewTicker(time.Second)
+	defer stats.Stop()
 	lastCkpt := time.Now()
 	for {
 		select {
@@ -185,6 +196,8 @@ func (p *Processor) Run(ctx context.Context) error {
 				p.log.Warn("no final checkpoint; a restart re-reads from the last one", "err", err)
 			}
 			return nil
+		case now := <-stats.C:
+			p.publishStats(now)
 		case now := <-flush.C:
 			if err := p.flush(ctx); err != nil {
 				cc.Stop()
@@ -263,7 +276,11 @@ func (p *Processor) handle(msg jetstream.Msg) {
 	p.lastArrival = now
 	p.sinceCkpt++
 	p.pending = meta.NumPending
+	if outcome == Applied && p.oldestUnflushed.IsZero() {
+		p.oldestUnflushed = meta.Timestamp
+	}
 	p.mu.Unlock()
+	p.counts[outcome].Add(1)
 	if p.o.Metrics != nil {
 		p.metricEvents[outcome].Inc()
 		p.metricLat.Observe(now.Sub(meta.Timestamp).Seconds())
@@ -293,6 +310,7 @@ func (p *Processor) deadLetter(subject string, data []byte, seq uint64, reason e
 	if _, err := p.js.PublishMsgAsync(m, jetstream.WithMsgID(p.st.Name+":"+strconv.FormatUint(seq, 10))); err != nil {
 		return fmt.Errorf("cannot dead-letter sequence %d of stream %s: %w", seq, p.st.Name, err)
 	}
+	p.deadLettered.Add(1)
 	if p.o.Metrics != nil {
 		p.o.Metrics.DeadLettered.WithLabelValues(p.st.Name, "stream").Inc()
 	}
@@ -314,6 +332,8 @@ func (p *Processor) flush(context.Context) error {
 	wm, open, pending := p.op.Watermark, p.op.OpenWindows(), p.pending
 	late := p.op.LateEvents()
 	updates := p.updates // Values copied the measures; dims never change
+	oldest := p.oldestUnflushed
+	p.oldestUnflushed = time.Time{}
 	p.mu.Unlock()
 	clear(p.times)
 	// One message per view per flush, an update per line: hopping windows
@@ -339,6 +359,13 @@ func (p *Processor) flush(context.Context) error {
 	if len(updates) > 0 {
 		if err := p.publishBatch(updates[len(updates)-1].View.Name); err != nil {
 			return err
+		}
+		if !oldest.IsZero() {
+			f := time.Since(oldest)
+			p.freshness = append(p.freshness, f)
+			if p.o.Metrics != nil {
+				p.o.Metrics.Freshness.WithLabelValues(p.st.Name).Observe(f.Seconds())
+			}
 		}
 	}
 	p.kvWatermark = wm

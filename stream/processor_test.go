@@ -149,12 +149,19 @@ func TestSpeedLayerMatchesOracle(t *testing.T) {
 	}
 	t.Logf("generated %+v", stats)
 
+	statsMsgs := make(chan *nats.Msg, 1024)
+	sub, err := nc.ChanSubscribe(StatsSubject(st.Name), statsMsgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
 	pctx, stop := context.WithCancel(ctx)
 	p := NewProcessor(nc, js, st, ProcessorOptions{})
 	done := make(chan error, 1)
 	go func() { done <- p.Run(pctx) }()
 	db := loadOracle(t, st, out)
 	waitFinal(t, js, s, db, 60*time.Second)
+	checkStats(t, js, st, statsMsgs, stats)
 	stop()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -172,5 +179,49 @@ func TestSpeedLayerMatchesOracle(t *testing.T) {
 	msg, err := dlq.GetMsg(ctx, 1)
 	if err != nil || msg.Header.Get(DLQHeaderReason) == "" || msg.Header.Get(DLQHeaderSeq) == "" {
 		t.Fatalf("dead letter 1: %v, headers %v", err, msg.Header)
+	}
+}
+
+// checkStats holds the processor's published stats to what it consumed:
+// every message of the stream counted once by outcome, every invalid one
+// dead-lettered, and a freshness measured.
+func checkStats(t *testing.T, js jetstream.JetStream, st *spec.Stream, msgs chan *nats.Msg, gen GenStats) {
+	t.Helper()
+	jss, err := js.Stream(t.Context(), StreamName(st))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := jss.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last Stats
+	var freshness float64
+	for deadline := time.After(10 * time.Second); ; {
+		select {
+		case m := <-msgs:
+			if last, err = ParseStats(m.Data); err != nil {
+				t.Fatal(err)
+			}
+			freshness = max(freshness, last.FreshnessMaxMs)
+		case <-deadline:
+			t.Fatalf("no stats with every message counted; last %+v, stream has %d", last, info.State.LastSeq)
+		}
+		var total uint64
+		for _, n := range last.Events {
+			total += n
+		}
+		if total == info.State.LastSeq && last.Seq == info.State.LastSeq {
+			break
+		}
+	}
+	if last.Events["invalid"] != uint64(gen.Invalid) || last.DeadLettered != uint64(gen.Invalid) {
+		t.Errorf("stats count %d invalid and %d dead-lettered; the generator made %d invalid", last.Events["invalid"], last.DeadLettered, gen.Invalid)
+	}
+	if last.Pending != 0 || last.Watermark.IsZero() || last.Stream != st.Name {
+		t.Errorf("stats after the run: %+v", last)
+	}
+	if freshness <= 0 {
+		t.Errorf("no freshness measured in any stats message")
 	}
 }
