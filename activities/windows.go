@@ -131,39 +131,29 @@ func (a *Activities) readBatch(ctx context.Context, v *spec.View, files []lake.F
 	return out, rows.Err()
 }
 
-// speedWatermark is the speed layer's watermark for v as of its last KV
-// write: the windows ending lateness before it are closed there. It is
-// zero when the speed layer has written nothing.
+// speedWatermark is the speed layer's watermark for v from its bucket's
+// WatermarkKey: every window it closed is in the bucket. It is zero when
+// the speed layer has closed nothing.
 func (a *Activities) speedWatermark(ctx context.Context, v *spec.View) (time.Time, error) {
-	name := "KV_" + stream.ViewBucket(v.Name)
-	s, err := a.JS.Stream(ctx, name)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
+	kv, err := a.JS.KeyValue(ctx, stream.ViewBucket(v.Name))
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return time.Time{}, nil
 	}
 	if err != nil {
 		return time.Time{}, fmt.Errorf("cannot open KV bucket %s: %w", stream.ViewBucket(v.Name), err)
 	}
-	info, err := s.Info(ctx)
+	e, err := kv.Get(ctx, stream.WatermarkKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return time.Time{}, nil // the speed layer has closed nothing yet
+	}
 	if err != nil {
-		return time.Time{}, fmt.Errorf("cannot read KV bucket %s: %w", stream.ViewBucket(v.Name), err)
+		return time.Time{}, fmt.Errorf("cannot read the watermark in KV bucket %s: %w", stream.ViewBucket(v.Name), err)
 	}
-	// The last entry is the newest write; skip delete markers.
-	for seq := info.State.LastSeq; seq > 0 && seq+16 > info.State.LastSeq; seq-- {
-		m, err := s.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			return time.Time{}, fmt.Errorf("cannot read KV bucket %s: %w", stream.ViewBucket(v.Name), err)
-		}
-		var u struct {
-			Watermark time.Time `json:"watermark"`
-		}
-		if json.Unmarshal(m.Data, &u) == nil && !u.Watermark.IsZero() {
-			return u.Watermark, nil
-		}
+	var w stream.WatermarkJSON
+	if err := json.Unmarshal(e.Value(), &w); err != nil {
+		return time.Time{}, fmt.Errorf("cannot parse the watermark in KV bucket %s (%q): %w", stream.ViewBucket(v.Name), e.Value(), err)
 	}
-	return time.Time{}, nil
+	return w.Watermark, nil
 }
 
 // readSpeed reads the speed layer's windows of v starting in [lo, hi) from

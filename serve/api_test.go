@@ -90,6 +90,13 @@ func mergedViewsMatchTheOracle(t *testing.T, f *fixture) {
 	if code := f.do("GET", "/v1/status", "", nil, &status); code != http.StatusOK || status.Views["merchant_minute"].Tideline.IsZero() || status.Views["merchant_minute"].PartitionsPending == 0 {
 		t.Errorf("status: %d %+v", code, status.Views["merchant_minute"])
 	}
+	// Nothing was late, so batch found nothing to correct: the windows the
+	// speed layer had closed were already exact.
+	for name, st := range status.Views {
+		if st.Corrections != 0 {
+			t.Errorf("view %s: %d corrections with no late events", name, st.Corrections)
+		}
+	}
 }
 
 // hostileQueriesAreRefused sends statements that write, escape to files

@@ -88,6 +88,7 @@ type Processor struct {
 	lateReported map[string]uint64 // late counts already added to metrics
 	kvPending    map[string]Update // windows changed since the last KV write
 	kvWatermark  int64
+	wmWritten    int64 // the watermark last written to the view buckets' WatermarkKey
 	kvLast       time.Time // when open windows were last written
 	buf          []byte
 	times        timeTexts
@@ -476,6 +477,17 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 		}
 		if err := p.awaitAcks(ctx); err != nil {
 			return err
+		}
+		// Only now: a reader seeing this watermark finds every window it
+		// closed in the bucket.
+		if wm != math.MinInt64 && wm != p.wmWritten {
+			wmData, _ := json.Marshal(WatermarkJSON{Watermark: time.UnixMicro(wm).UTC()})
+			for _, v := range p.st.Views {
+				if _, err := p.js.Publish(ctx, "$KV."+ViewBucket(v.Name)+"."+WatermarkKey, wmData); err != nil {
+					return fmt.Errorf("cannot write the watermark of view %s to its bucket: %w", v.Name, err)
+				}
+			}
+			p.wmWritten = wm
 		}
 		if err := p.ckpt.save(ctx, seq, data); err != nil {
 			return err

@@ -43,6 +43,9 @@ func speedRows(t *testing.T, js jetstream.JetStream, v *spec.View) (map[string]o
 	out := map[string]oracle.Row{}
 	open := 0
 	for key := range lister.Keys() {
+		if key == WatermarkKey {
+			continue
+		}
 		e, err := kv.Get(ctx, key)
 		if err != nil {
 			t.Fatal(err)

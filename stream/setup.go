@@ -40,6 +40,18 @@ func ViewSubject(view string) string { return "tl.views." + view }
 // window of a view.
 func ViewBucket(view string) string { return "tl_view_" + view }
 
+// WatermarkKey is the key in each view bucket that holds the processor's
+// watermark, as {"watermark": "<RFC 3339>"}. It is written only after every
+// window write before it is acknowledged, so a reader that sees watermark W
+// finds every window closed by W in the bucket. Window keys are
+// <start>.<dims hash>, so they never collide with it.
+const WatermarkKey = "watermark"
+
+// WatermarkJSON is the value at WatermarkKey.
+type WatermarkJSON struct {
+	Watermark time.Time `json:"watermark"`
+}
+
 // SetupOptions tune Setup.
 type SetupOptions struct {
 	// ViewTTL is how long a window's value stays in its view bucket after
