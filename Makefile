@@ -13,7 +13,7 @@ HEY_VERSION          := v0.1.4
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help tools build test vet bench dev fuzz clean
+.PHONY: help tools browser build test vet bench dev fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -23,6 +23,12 @@ tools: ## build the pinned Temporal CLI, MinIO, nats CLI and hey into bin/ (skip
 	@scripts/install-tool.sh minio github.com/minio/minio $(MINIO_VERSION)
 	@scripts/install-tool.sh nats github.com/nats-io/natscli/nats $(NATSCLI_VERSION)
 	@scripts/install-tool.sh hey github.com/rakyll/hey $(HEY_VERSION)
+
+browser: ## install Debian's chromium for the dashboard's browser test, if no Chromium is there
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || [ -n "$$TIDELINE_CHROMIUM" ] || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium || command -v chromium-browser || echo "$$TIDELINE_CHROMIUM"
 
 build: ## build bin/tideline
 	$(GO) build -o $(BIN)/tideline ./cmd/tideline

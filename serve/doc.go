@@ -20,4 +20,7 @@
 //     only the cache directory (enable_external_access off, allowed
 //     directories, configuration locked); every query runs under a time
 //     limit and a row limit.
+//   - The dashboard at / is embedded (dashboard/): plain JavaScript drawing
+//     SVG from /v1/stats (the speed layer's processors' stats, followed on
+//     tl.stats.>), /v1/status, /v1/query and the live view updates.
 package serve

@@ -26,10 +26,14 @@ func (s *Server) Handler(ingest http.Handler, gatherer prometheus.Gatherer) http
 	route := func(pattern, name string, h http.HandlerFunc) {
 		mux.Handle(pattern, s.instrument(name, h))
 	}
+	route("GET /v1/views", "view_list", s.serveViewList)
 	route("GET /v1/views/{view}", "views", s.serveView)
 	route("GET /v1/views/{view}/live", "live", s.serveLive)
 	route("POST /v1/query", "query", s.serveQuery)
 	route("GET /v1/status", "status", s.serveStatus)
+	route("GET /v1/stats", "stats", s.serveStats)
+	mux.Handle("GET /{$}", dashboard())
+	mux.Handle("GET /assets/", dashboard())
 	if ingest != nil {
 		mux.Handle("POST /v1/ingest/{stream}", s.instrument("ingest", ingest.ServeHTTP))
 	}
@@ -58,13 +62,19 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 	}
 	want := "Bearer " + s.cfg.Token
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" && r.Header.Get("Authorization") != want {
+		if !public(r.URL.Path) && r.Header.Get("Authorization") != want {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tideline"`)
 			writeError(w, http.StatusUnauthorized, "send Authorization: Bearer <token> (the server's --token)")
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// public paths need no token: the health checks, and the dashboard's page
+// and assets, which hold no data (the page asks for the token to read it).
+func public(path string) bool {
+	return path == "/healthz" || path == "/readyz" || path == "/" || strings.HasPrefix(path, "/assets/")
 }
 
 type statusWriter struct {

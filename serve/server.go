@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -97,6 +98,8 @@ type Server struct {
 
 	speedMu sync.Mutex // guards every view's speed fields
 
+	stats statsRing // the speed layer's processors' stats, for the dashboard
+
 	tablesMu sync.Mutex
 	tables   map[string]*lake.Table // kept, so each refresh reads only new commits
 
@@ -133,10 +136,17 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, db: db, cache: cache, catalog: lake.NewCatalog(db, cfg.Store, cache), views: map[string]*view{}, tables: map[string]*lake.Table{}, metrics: newMetrics(cfg.Registry)}
+	s := &Server{cfg: cfg, db: db, cache: cache, catalog: lake.NewCatalog(db, cfg.Store, cache), views: map[string]*view{}, tables: map[string]*lake.Table{}, metrics: newMetrics(cfg.Registry),
+		stats: statsRing{streams: map[string][]stream.Stats{}}}
 	if err := s.setup(ctx); err != nil {
 		db.Close()
 		return nil, err
+	}
+	if cfg.NC != nil {
+		if err := s.followStats(); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("cannot follow the speed layer's stats: %w", err)
+		}
 	}
 	ctx, s.cancel = context.WithCancel(context.Background())
 	for _, v := range s.views {
@@ -215,6 +225,22 @@ func (s *Server) followSpeed(ctx context.Context, v *view) {
 				default:
 					close(v.loaded)
 				}
+				continue
+			}
+			if e.Key() == stream.WatermarkKey {
+				var w stream.WatermarkJSON
+				if err := json.Unmarshal(e.Value(), &w); err != nil {
+					log.Warn("skipping an unreadable speed watermark", "err", err)
+					continue
+				}
+				s.speedMu.Lock()
+				if w.Watermark.After(v.watermark) {
+					v.watermark = w.Watermark
+				}
+				if e.Created().After(v.lastUpdate) {
+					v.lastUpdate = e.Created()
+				}
+				s.speedMu.Unlock()
 				continue
 			}
 			u, wm, err := stream.ParseUpdate(v.spec, e.Value())

@@ -88,7 +88,7 @@ type Processor struct {
 	lateReported map[string]uint64 // late counts already added to metrics
 	kvPending    map[string]Update // windows changed since the last KV write
 	kvWatermark  int64
-	wmWritten    int64 // the watermark last written to the view buckets' WatermarkKey
+	wmWritten    int64     // the watermark last written to the view buckets' WatermarkKey
 	kvLast       time.Time // when open windows were last written
 	buf          []byte
 	times        timeTexts

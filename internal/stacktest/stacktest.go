@@ -150,3 +150,35 @@ func NatsBench(b *testing.B, url string, args ...string) float64 {
 	rate, _ := strconv.ParseFloat(strings.ReplaceAll(string(m[1]), ",", ""), 64)
 	return rate
 }
+
+// Artifact is the path of a file a test leaves for people to look at, under
+// test/artifacts/ in the repository (git ignores it).
+func Artifact(t testing.TB, name string) string {
+	t.Helper()
+	dir := filepath.Join(repoRoot(), "test", "artifacts")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, name)
+}
+
+// Chromium is the path of a Chromium for browser tests: $TIDELINE_CHROMIUM,
+// or chromium on the PATH. Without one the test is skipped, unless
+// TIDELINE_REQUIRE_BROWSER is set (CI sets it), when it fails.
+func Chromium(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("TIDELINE_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	msg := "no Chromium for the browser test: install Debian's chromium package (apt-get install chromium) or set TIDELINE_CHROMIUM"
+	if os.Getenv("TIDELINE_REQUIRE_BROWSER") != "" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
