@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -143,16 +146,14 @@ func (s *Server) serveView(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "from and to are RFC 3339 times, like 2026-11-25T12:00:00Z")
 		return
 	}
-	where, args := []string{"true"}, []any{}
-	if !from.IsZero() {
-		where, args = append(where, "window_start >= ?"), append(args, from)
+	for k := range q {
+		if k != "from" && k != "to" && !slices.ContainsFunc(v.GroupBy, func(c *spec.Column) bool { return c.Name == k }) {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("view %s has no dimension %q", name, k))
+			return
+		}
 	}
-	if !to.IsZero() {
-		where, args = append(where, "window_start < ?"), append(args, to)
-	}
-	var order []string
-	for _, c := range v.GroupBy {
-		order = append(order, spec.QuoteIdent(c.Name))
+	eq, want := make([]any, len(v.GroupBy)), make([]bool, len(v.GroupBy))
+	for i, c := range v.GroupBy {
 		if !q.Has(c.Name) {
 			continue
 		}
@@ -161,50 +162,91 @@ func (s *Server) serveView(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
-		where, args = append(where, spec.QuoteIdent(c.Name)+" = ?"), append(args, val)
+		eq[i], want[i] = val, true
 	}
-	for k := range q {
-		if k != "from" && k != "to" && !slices.ContainsFunc(v.GroupBy, func(c *spec.Column) bool { return c.Name == k }) {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("view %s has no dimension %q", name, k))
+	s.mu.RLock()
+	batch, speed, tideline, stale := vs.batchIdx, vs.speedIdx, vs.tideline, vs.stale
+	s.mu.RUnlock()
+	var rows [][]any
+	var nbatch int // rows[:nbatch] are batch, the rest speed
+	if batch != nil {
+		lo, hi := bounds(from, to)
+		cut := int64(math.MinInt64)
+		if !tideline.IsZero() {
+			cut = tideline.UnixMicro()
+		}
+		if stale > 0 {
+			cut = math.MaxInt64
+		}
+		rows = batch.appendRange(nil, lo, min(hi, cut), eq, want)
+		nbatch = len(rows)
+		if stale == 0 {
+			rows = speed.appendRange(rows, max(lo, cut), hi, eq, want)
+		}
+		if len(rows) > s.cfg.MaxRows {
+			s.metrics.refused.Inc()
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("the answer has more than %d rows; narrow from and to, or filter by a dimension", s.cfg.MaxRows))
+			return
+		}
+	} else {
+		var err error
+		if rows, nbatch, err = s.viewSQL(r.Context(), v, from, to, eq, want); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
 	}
-	sql := "SELECT * FROM " + spec.QuoteIdent(name) + " WHERE " + strings.Join(where, " AND ") + " ORDER BY window_start, " + strings.Join(append(order, "source"), ", ")
-	res, err := s.run(r.Context(), sql, args...)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	out := ViewResponse{View: name, Rows: make([]ViewRow, 0, len(res.Rows))}
-	s.mu.RLock()
-	out.Tideline = vs.tideline
-	stale := vs.stale
-	s.mu.RUnlock()
 	s.speedMu.Lock()
-	out.Watermark = vs.watermark
+	watermark := vs.watermark
 	s.speedMu.Unlock()
+	var staleText string
 	if stale > 0 {
-		out.Stale = stale.Round(time.Second).String()
-		w.Header().Set("X-Tideline-Stale", out.Stale)
+		staleText = stale.Round(time.Second).String()
+		w.Header().Set("X-Tideline-Stale", staleText)
 	}
-	for _, row := range res.Rows {
-		vr := ViewRow{WindowStart: row[0].(time.Time).UTC(), WindowEnd: row[1].(time.Time).UTC(), Dims: map[string]any{}, Measures: map[string]any{}}
-		for i, c := range v.GroupBy {
-			vr.Dims[c.Name] = row[2+i]
-		}
-		for i, m := range v.Measures {
-			x := row[2+len(v.GroupBy)+i]
-			if n, ok := x.(int64); ok {
-				if _, scale := m.Type(); scale > 0 {
-					x = json.Number(spec.FormatDecimal(n, scale))
-				}
-			}
-			vr.Measures[m.Name] = x
-		}
-		vr.Source, _ = row[len(row)-1].(string)
-		out.Rows = append(out.Rows, vr)
+	buf := bufPool.Get().(*[]byte)
+	*buf = appendViewResponse((*buf)[:0], v, tideline, watermark, staleText, rows, nbatch)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(*buf)))
+	_, _ = w.Write(*buf)
+	if cap(*buf) <= 1<<20 {
+		bufPool.Put(buf)
 	}
-	writeJSON(w, http.StatusOK, out)
+}
+
+var bufPool = sync.Pool{New: func() any { return new([]byte) }}
+
+// viewSQL answers a view read with SQL over the merged view, for views
+// whose batch results are too large to hold in memory. It returns the rows
+// without their source column, batch rows first.
+func (s *Server) viewSQL(ctx context.Context, v *spec.View, from, to time.Time, eq []any, want []bool) ([][]any, int, error) {
+	where, args := []string{"true"}, []any{}
+	if !from.IsZero() {
+		where, args = append(where, "window_start >= ?"), append(args, from)
+	}
+	if !to.IsZero() {
+		where, args = append(where, "window_start < ?"), append(args, to)
+	}
+	order := []string{"source", "window_start"}
+	for i, c := range v.GroupBy {
+		order = append(order, spec.QuoteIdent(c.Name))
+		if want[i] {
+			where, args = append(where, spec.QuoteIdent(c.Name)+" = ?"), append(args, eq[i])
+		}
+	}
+	// 'batch' sorts before 'speed', and batch windows are all before speed
+	// ones: the order is (window_start, dims) either way.
+	res, err := s.run(ctx, "SELECT * FROM "+spec.QuoteIdent(v.Name)+" WHERE "+strings.Join(where, " AND ")+" ORDER BY "+strings.Join(order, ", "), args...)
+	if err != nil {
+		return nil, 0, err
+	}
+	nbatch := 0
+	for i, row := range res.Rows {
+		if row[len(row)-1] == "batch" {
+			nbatch = i + 1
+		}
+		res.Rows[i] = row[:len(row)-1]
+	}
+	return res.Rows, nbatch, nil
 }
 
 // dimArg turns a query parameter into a value of the dimension's type.

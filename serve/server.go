@@ -43,8 +43,11 @@ type Config struct {
 	// stream's last message before views answer from batch alone (default
 	// 30s).
 	StaleAfter time.Duration
-	Registry   prometheus.Registerer
-	Log        *slog.Logger
+	// IndexMaxRows bounds the batch rows of a view held in memory for GET
+	// /v1/views (default 5,000,000); past it, that view's reads run SQL.
+	IndexMaxRows int
+	Registry     prometheus.Registerer
+	Log          *slog.Logger
 }
 
 func (c *Config) validate() error {
@@ -72,6 +75,9 @@ func (c *Config) validate() error {
 	}
 	if c.StaleAfter <= 0 {
 		c.StaleAfter = 30 * time.Second
+	}
+	if c.IndexMaxRows <= 0 {
+		c.IndexMaxRows = 5_000_000
 	}
 	if c.Registry == nil {
 		c.Registry = prometheus.NewRegistry()
@@ -114,6 +120,9 @@ type view struct {
 	version  int64     // of the view table swapped in
 	stale    time.Duration
 	loaded   chan struct{} // closed once the speed windows in KV are all read
+	// The snapshot in memory, for GET /v1/views; batchIdx is nil when the
+	// batch results are too large and reads run SQL.
+	batchIdx, speedIdx *rowIndex
 
 	// Under speedMu:
 	speed      map[string]stream.Update // the speed layer's windows at or above the tideline
@@ -359,6 +368,11 @@ func (s *Server) Refresh(ctx context.Context) error {
 			if _, err := s.db.ExecContext(ctx, q); err != nil {
 				return fmt.Errorf("cannot load the batch results of view %s: %w", v.Name, err)
 			}
+			idx, err := s.loadBatchIndex(ctx, v, s.cfg.IndexMaxRows)
+			if err != nil {
+				return err
+			}
+			vs.batchIdx = idx
 		}
 		tideline, _ := time.Parse(time.RFC3339Nano, snap.Props["tideline"])
 		if err := s.swapSpeed(ctx, vs, tideline); err != nil {
@@ -405,8 +419,8 @@ func (s *Server) snapshot(ctx context.Context, name string) (*lake.Snapshot, err
 	return t.Snapshot(ctx)
 }
 
-// swapSpeed rewrites the view's speed table if its windows changed, with
-// only the windows at or above the tideline.
+// swapSpeed rewrites the view's speed table and index if its windows
+// changed, with only the windows at or above the tideline. Caller holds mu.
 func (s *Server) swapSpeed(ctx context.Context, v *view, tideline time.Time) error {
 	s.speedMu.Lock()
 	if !v.dirty && tideline.Equal(v.tideline) {
@@ -433,7 +447,7 @@ func (s *Server) swapSpeed(ctx context.Context, v *view, tideline time.Time) err
 	if _, err := conn.ExecContext(ctx, "DELETE FROM "+spec.QuoteIdent(table)); err != nil {
 		return fmt.Errorf("cannot clear %s: %w", table, err)
 	}
-	return conn.Raw(func(dc any) error {
+	err = conn.Raw(func(dc any) error {
 		app, err := duckdb.NewAppenderFromConn(dc.(driver.Conn), "", table)
 		if err != nil {
 			return fmt.Errorf("cannot append to %s: %w", table, err)
@@ -455,6 +469,11 @@ func (s *Server) swapSpeed(ctx context.Context, v *view, tideline time.Time) err
 		}
 		return app.Close()
 	})
+	if err != nil {
+		return err
+	}
+	v.speedIdx = speedIndex(v.spec, rows)
+	return nil
 }
 
 func driverValue(x spec.Value, t spec.Type) driver.Value {

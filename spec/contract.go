@@ -451,19 +451,28 @@ func allDigits(s string) bool {
 }
 
 // FormatDecimal renders int64 minor units with scale decimal places.
-func FormatDecimal(n int64, scale int) string {
+func FormatDecimal(n int64, scale int) string { return string(AppendDecimal(nil, n, scale)) }
+
+// AppendDecimal appends FormatDecimal(n, scale) to b.
+func AppendDecimal(b []byte, n int64, scale int) []byte {
 	if scale == 0 {
-		return strconv.FormatInt(n, 10)
+		return strconv.AppendInt(b, n, 10)
 	}
-	s := strconv.FormatUint(absU(n), 10)
-	if len(s) <= scale {
-		s = strings.Repeat("0", scale-len(s)+1) + s
-	}
-	s = s[:len(s)-scale] + "." + s[len(s)-scale:]
 	if n < 0 {
-		s = "-" + s
+		b = append(b, '-')
 	}
-	return s
+	var tmp [64]byte
+	d := strconv.AppendUint(tmp[:0], absU(n), 10)
+	if pad := scale + 1 - len(d); pad > 0 { // at least one digit before the point
+		d = append(d, make([]byte, pad)...)
+		copy(d[pad:], d[:len(d)-pad])
+		for i := range pad {
+			d[i] = '0'
+		}
+	}
+	b = append(b, d[:len(d)-scale]...)
+	b = append(b, '.')
+	return append(b, d[len(d)-scale:]...)
 }
 
 func absU(n int64) uint64 {
