@@ -50,10 +50,12 @@ cpu=$(grep -m1 '^cpu:' "$raw" | cut -d' ' -f2- || true)
     END {
       for (i=1;i<=n;i++) {
         name=order[i]; if (name ~ /Anchor/) continue
-        anchor=""; for (j=1;j<=n;j++) if (index(order[j], name "Anchor")==1) anchor=order[j]
-        m=median(vals[name, "ns/op"])
-        if (anchor!="") { am=median(vals[anchor, "ns/op"]); printf "| %s | %s/op | %s | %s (%s) | %s/op | %.2fx |\n", name, human(m), others(name), anchor, others(anchor), human(am), m/am }
-        else printf "| %s | %s/op | %s | | | |\n", name, human(m), others(name)
+        m=median(vals[name, "ns/op"]); rows=0
+        for (j=1;j<=n;j++) if (index(order[j], name "Anchor")==1) {
+          anchor=order[j]; am=median(vals[anchor, "ns/op"]); rows++
+          printf "| %s | %s/op | %s | %s (%s) | %s/op | %.2fx |\n", name, human(m), others(name), anchor, others(anchor), human(am), m/am
+        }
+        if (rows==0) printf "| %s | %s/op | %s | | | |\n", name, human(m), others(name)
       }
     }' "$raw"
   echo

@@ -64,6 +64,7 @@ layer's windows, and answers on --http:
 	f.DurationVar(&cfg.QueryTimeout, "query-timeout", 5*time.Second, "longest a query may run")
 	f.IntVar(&cfg.MaxRows, "max-rows", 100_000, "most rows a query may return")
 	f.DurationVar(&cfg.StaleAfter, "stale-after", 30*time.Second, "how far the speed layer may trail the stream before views answer from batch alone")
+	f.IntVar(&cfg.IndexMaxRows, "index-max-rows", 5_000_000, "batch rows per view held in memory for GET /v1/views; past it, that view's reads run SQL")
 	f.DurationVar(&cfg.RefreshEvery, "refresh-every", time.Second, "how often new lake commits and speed windows are swapped in")
 	return cmd
 }
