@@ -60,7 +60,7 @@ layer's windows, and answers on --http:
 	c.register(f)
 	l.register(f)
 	f.StringVar(&httpAddr, "http", envOr("TIDELINE_SERVE_HTTP", "127.0.0.1:8080"), "HTTP address of the API (env TIDELINE_SERVE_HTTP)")
-	f.StringVar(&cfg.Token, "token", os.Getenv("TIDELINE_TOKEN"), "bearer token required on everything but /healthz and /readyz (env TIDELINE_TOKEN)")
+	f.StringVar(&cfg.Token, "token", os.Getenv("TIDELINE_TOKEN"), "bearer token required on everything but /healthz, /readyz and the dashboard page (env TIDELINE_TOKEN)")
 	f.DurationVar(&cfg.QueryTimeout, "query-timeout", 5*time.Second, "longest a query may run")
 	f.IntVar(&cfg.MaxRows, "max-rows", 100_000, "most rows a query may return")
 	f.DurationVar(&cfg.StaleAfter, "stale-after", 30*time.Second, "how far the speed layer may trail the stream before views answer from batch alone")
