@@ -154,32 +154,22 @@ func (p *Processor) Run(ctx context.Context) error {
 			}
 		}
 	}
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
-	if p.op.Seq > 0 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, p.op.Seq+1
-	}
-	cons, err := p.js.OrderedConsumer(ctx, StreamName(p.st), cfg)
-	if err != nil {
-		return fmt.Errorf("cannot consume stream %s: %w", StreamName(p.st), err)
-	}
 	p.lastArrival = time.Now()
-	if s, err := p.js.Stream(ctx, StreamName(p.st)); err == nil {
-		if info, err := s.Info(ctx); err == nil && info.State.LastSeq > p.op.Seq {
-			p.pending = info.State.LastSeq - p.op.Seq // a backlog: not idle until it is read
-		}
+	if last, err := p.streamLastSeq(ctx); err == nil && last > p.op.Seq {
+		p.pending = last - p.op.Seq // a backlog: not idle until it is read
 	}
-	cc, err := cons.Consume(p.handle, jetstream.PullMaxMessages(2048),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			p.log.Warn("consumer error; the client reconnects by itself", "err", err)
-		}))
+	cc, err := p.consume(ctx)
 	if err != nil {
-		return fmt.Errorf("cannot consume stream %s: %w", StreamName(p.st), err)
+		return err
 	}
+	defer func() { cc.Stop() }()
 	defer p.ckptWG.Wait() // a checkpoint in flight ends before Run does
 	flush := time.NewTicker(p.o.FlushEvery)
 	defer flush.Stop()
 	stats := time.NewTicker(time.Second)
 	defer stats.Stop()
+	watch := time.NewTicker(time.Second)
+	defer watch.Stop()
 	lastCkpt := time.Now()
 	for {
 		select {
@@ -199,6 +189,38 @@ func (p *Processor) Run(ctx context.Context) error {
 			return nil
 		case now := <-stats.C:
 			p.publishStats(now)
+		case <-watch.C:
+			// The client library recreates an ordered consumer after a
+			// server restart by itself, but not always (seen under load):
+			// with messages waiting and none arriving, start a new one
+			// after the last applied sequence.
+			p.mu.Lock()
+			seq, quiet := p.op.Seq, time.Since(p.lastArrival)
+			p.mu.Unlock()
+			last, err := p.streamLastSeq(ctx)
+			if err != nil || last <= seq {
+				continue
+			}
+			p.mu.Lock()
+			p.pending = max(p.pending, last-seq) // not caught up: idle must not move event time
+			p.mu.Unlock()
+			if quiet < stallAfter {
+				continue
+			}
+			p.log.Warn("no messages arriving with a backlog; consuming again", "after_seq", seq, "stream_last_seq", last, "quiet", quiet.Round(time.Second))
+			cc.Stop()
+			select {
+			case <-cc.Closed():
+			case <-time.After(5 * time.Second):
+			}
+			if next, err := p.consume(ctx); err != nil {
+				p.log.Warn("cannot consume again; retrying", "err", err)
+			} else {
+				cc = next
+				p.mu.Lock()
+				p.lastArrival = time.Now()
+				p.mu.Unlock()
+			}
 		case now := <-flush.C:
 			if err := p.flush(ctx); err != nil {
 				cc.Stop()
@@ -221,6 +243,46 @@ func (p *Processor) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// stallAfter is how long messages may stop arriving, with a backlog in the
+// stream, before the processor consumes again.
+const stallAfter = 10 * time.Second
+
+// streamLastSeq is the stream's last sequence.
+func (p *Processor) streamLastSeq(ctx context.Context) (uint64, error) {
+	s, err := p.js.Stream(ctx, StreamName(p.st))
+	if err != nil {
+		return 0, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.LastSeq, nil
+}
+
+// consume starts an ordered consumer after the last applied sequence.
+func (p *Processor) consume(ctx context.Context) (jetstream.ConsumeContext, error) {
+	p.mu.Lock()
+	seq := p.op.Seq
+	p.mu.Unlock()
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if seq > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq+1
+	}
+	cons, err := p.js.OrderedConsumer(ctx, StreamName(p.st), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("cannot consume stream %s: %w", StreamName(p.st), err)
+	}
+	cc, err := cons.Consume(p.handle, jetstream.PullMaxMessages(2048),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			p.log.Warn("consumer error; the client reconnects by itself", "err", err)
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("cannot consume stream %s: %w", StreamName(p.st), err)
+	}
+	return cc, nil
 }
 
 // rebuildSeen reads the stream from one sequence to another to rebuild the
@@ -273,6 +335,10 @@ func (p *Processor) handle(msg jetstream.Msg) {
 	}
 	now := time.Now()
 	p.mu.Lock()
+	if meta.Sequence.Stream <= p.op.Seq && p.op.Seq > 0 {
+		p.mu.Unlock() // applied already: a consumer started again re-delivers
+		return
+	}
 	outcome, verr := p.op.Apply(msg.Data(), meta.Sequence.Stream, meta.Timestamp)
 	p.lastArrival = now
 	p.sinceCkpt++
