@@ -58,7 +58,7 @@ func EnsureSearchAttributes(ctx context.Context, c client.Client, namespace stri
 func ScheduleID(stream string) string { return "compact/" + stream }
 
 // EnsureSchedules creates, or updates to the spec, one compaction schedule
-// per stream.
+// per stream; a schedule it creates runs once at once.
 func EnsureSchedules(ctx context.Context, c client.Client, s *spec.Spec, log *slog.Logger) error {
 	for _, st := range s.Streams {
 		id := ScheduleID(st.Name)
@@ -67,8 +67,10 @@ func EnsureSchedules(ctx context.Context, c client.Client, s *spec.Spec, log *sl
 			ID: id, Workflow: workflows.Compaction, TaskQueue: workflows.TaskQueue,
 			Args: []any{workflows.CompactionInput{Stream: st.Name}},
 		}
+		// A new schedule compacts at once: a fresh deployment need not
+		// wait out the first interval to see its lake.
 		_, err := c.ScheduleClient().Create(ctx, client.ScheduleOptions{
-			ID: id, Spec: sched, Action: action, Overlap: enums.SCHEDULE_OVERLAP_POLICY_SKIP,
+			ID: id, Spec: sched, Action: action, Overlap: enums.SCHEDULE_OVERLAP_POLICY_SKIP, TriggerImmediately: true,
 		})
 		if errors.Is(err, temporal.ErrScheduleAlreadyRunning) {
 			err = c.ScheduleClient().GetHandle(ctx, id).Update(ctx, client.ScheduleUpdateOptions{

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"tideline/internal/devstack"
+	"tideline/internal/stacktest"
+)
+
+// TestDevBringsUpTheWholeSystem runs `tideline dev` as a user would, with
+// free ports and a fresh data directory, and requires within 60 s of the
+// start: live speed windows and processor stats (what the dashboard draws),
+// a compaction's Parquet in MinIO read back through raw_payments, and the
+// merged view answering. Then Ctrl-C (SIGINT) stops everything cleanly.
+func TestDevBringsUpTheWholeSystem(t *testing.T) {
+	bin := stacktest.BuildTideline(t)
+	dir := t.TempDir()
+	ports := make([]int, 8)
+	for i := range ports {
+		p, err := devstack.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = p
+	}
+	api := fmt.Sprintf("127.0.0.1:%d", ports[5])
+	logPath := filepath.Join(dir, "dev.out")
+	start := time.Now()
+	cmd := stacktest.Start(t, bin, logPath, nil, "dev", "--data", filepath.Join(dir, "data"), "--bin", devstack.FindBinDir(),
+		"--spec", "../../examples/payments/tideline.yaml", "--gen-rate", "100",
+		"--nats-port", fmt.Sprint(ports[0]), "--temporal-port", fmt.Sprint(ports[1]), "--temporal-ui-port", fmt.Sprint(ports[2]),
+		"--minio-port", fmt.Sprint(ports[3]), "--minio-console-port", fmt.Sprint(ports[4]),
+		"--http", api, "--stream-http", fmt.Sprintf("127.0.0.1:%d", ports[6]), "--worker-http", fmt.Sprintf("127.0.0.1:%d", ports[7]))
+	failed := func(format string, args ...any) {
+		t.Helper()
+		out, _ := os.ReadFile(logPath)
+		for _, name := range []string{"stream", "worker", "serve", "gen"} {
+			data, _ := os.ReadFile(filepath.Join(dir, "data", "logs", name+".log"))
+			if len(data) > 3000 {
+				data = data[len(data)-3000:]
+			}
+			t.Logf("--- %s.log (tail) ---\n%s", name, data)
+		}
+		t.Fatalf(format+"\n--- tideline dev ---\n%s", append(args, out)...)
+	}
+	get := func(path string, out any) error {
+		resp, err := http.Get("http://" + api + path)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			body, _ := io.ReadAll(resp.Body)
+			return fmt.Errorf("GET %s: %s: %s", path, resp.Status, body)
+		}
+		return json.NewDecoder(resp.Body).Decode(out)
+	}
+	query := func(sql string) ([][]any, error) {
+		body, _ := json.Marshal(map[string]string{"sql": sql})
+		resp, err := http.Post("http://"+api+"/v1/query", "application/json", bytes.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		var res struct {
+			Rows  [][]any `json:"rows"`
+			Error string  `json:"error"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&res); err != nil || res.Error != "" {
+			return nil, fmt.Errorf("%s: %v %s", sql, err, res.Error)
+		}
+		return res.Rows, nil
+	}
+
+	checks := map[string]func() error{
+		"live speed windows": func() error {
+			var v struct {
+				Rows []struct {
+					Source string `json:"source"`
+				} `json:"rows"`
+			}
+			if err := get("/v1/views/merchant_minute", &v); err != nil {
+				return err
+			}
+			for _, r := range v.Rows {
+				if r.Source == "speed" {
+					return nil
+				}
+			}
+			return fmt.Errorf("no speed rows among %d", len(v.Rows))
+		},
+		"processor stats for the dashboard": func() error {
+			var s struct {
+				Streams map[string][]json.RawMessage `json:"streams"`
+			}
+			if err := get("/v1/stats", &s); err != nil {
+				return err
+			}
+			if len(s.Streams["payments"]) < 2 {
+				return fmt.Errorf("%d stats of payments", len(s.Streams["payments"]))
+			}
+			return nil
+		},
+		"compacted Parquet in MinIO": func() error {
+			rows, err := query("SELECT count(*) FROM raw_payments")
+			if err != nil {
+				return err
+			}
+			if n, _ := rows[0][0].(float64); n == 0 {
+				return fmt.Errorf("raw_payments is empty")
+			}
+			return nil
+		},
+		"the merged view answers": func() error {
+			rows, err := query("SELECT source, count(*) FROM merchant_minute GROUP BY ALL")
+			if err != nil {
+				return err
+			}
+			if len(rows) == 0 {
+				return fmt.Errorf("merchant_minute is empty")
+			}
+			return nil
+		},
+	}
+	pending := map[string]error{}
+	for name := range checks {
+		pending[name] = fmt.Errorf("not checked yet")
+	}
+	for len(pending) > 0 {
+		for name := range pending {
+			if err := checks[name](); err == nil {
+				t.Logf("%s after %s", name, time.Since(start).Round(100*time.Millisecond))
+				delete(pending, name)
+			} else {
+				pending[name] = err
+			}
+		}
+		if len(pending) > 0 && time.Since(start) > 60*time.Second {
+			failed("not within 60 s of start: %v", pending)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	resp, err := http.Get("http://" + api + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(page), "/assets/app.js") {
+		t.Errorf("the dashboard page is not served at /: %.200s", page)
+	}
+	out, _ := os.ReadFile(logPath)
+	for _, want := range []string{"Dashboard       http://" + api + "/", "Temporal UI", "MinIO console", "Workflow Type   Backfill"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("tideline dev did not print %q", want)
+		}
+	}
+
+	// Ctrl-C stops every process, and the ports are free again.
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			failed("tideline dev exited with %v after Ctrl-C", err)
+		}
+	case <-time.After(45 * time.Second):
+		failed("tideline dev still running 45 s after Ctrl-C")
+	}
+	for _, p := range ports {
+		if err := waitPortFree(p, 10*time.Second); err != nil {
+			t.Errorf("after Ctrl-C: %v", err)
+		}
+	}
+}
+
+func waitPortFree(port int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := (&net.Dialer{Timeout: time.Second}).Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			return nil
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			return fmt.Errorf("something still listens on port %d", port)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
