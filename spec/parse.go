@@ -192,8 +192,8 @@ func (p *parser) exprErr(v *View, n *yaml.Node, what string, err error) {
 }
 
 func (p *parser) spec(root *yaml.Node, s *Spec) {
-	var streams, views *yaml.Node
-	p.mapping(root, "the spec", []string{"version", "streams", "views"}, []string{"streams"}, func(key string, k, v *yaml.Node) {
+	var streams, views, scoring *yaml.Node
+	p.mapping(root, "the spec", []string{"version", "streams", "views", "scoring"}, []string{"streams"}, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "version":
 			if ver, ok := p.integer(v, "version", 1, 1); ok && ver != 1 {
@@ -203,6 +203,8 @@ func (p *parser) spec(root *yaml.Node, s *Spec) {
 			streams = v
 		case "views":
 			views = v
+		case "scoring":
+			scoring = v
 		}
 	})
 	if streams != nil {
@@ -232,6 +234,9 @@ func (p *parser) spec(root *yaml.Node, s *Spec) {
 				view.Stream.Views = append(view.Stream.Views, view)
 			}
 		})
+	}
+	if scoring != nil {
+		s.Scoring = p.scoring(s, scoring)
 	}
 }
 

@@ -21,6 +21,7 @@ type Spec struct {
 	File    string
 	Streams []*Stream // in file order
 	Views   []*View   // in file order
+	Scoring *Scoring  // nil when the spec has no scoring section
 }
 
 // Stream returns the stream called name, or nil.

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"strings"
 	"time"
 
@@ -76,9 +75,7 @@ Its HTTP server has /metrics (Prometheus) and /healthz.`,
 					return err
 				}
 			}
-			mux := http.NewServeMux()
-			mux.Handle("GET /metrics", metricsHandler(reg))
-			mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+			mux := opsMux(reg)
 			stop, err := serveHTTP(ctx, httpAddr, mux)
 			if err != nil {
 				return err

@@ -122,6 +122,14 @@ func (t *temporalFlags) dial(ctx context.Context) (client.Client, error) {
 	return c, nil
 }
 
+// opsMux has /metrics for reg and /healthz, what every process serves.
+func opsMux(reg *prometheus.Registry) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metricsHandler(reg))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	return mux
+}
+
 // serveHTTP serves mux on addr until ctx ends.
 func serveHTTP(ctx context.Context, addr string, mux http.Handler) (func(), error) {
 	ln, err := net.Listen("tcp", addr)

@@ -28,7 +28,7 @@ func TestComposeFile(t *testing.T) {
 	}
 	want := map[string][]string{ // service -> published ports
 		"nats": {"4222"}, "temporal": {"7233", "8233"}, "minio": {"9000", "9001"},
-		"stream": {"8081"}, "worker": {"8082"}, "serve": {"8080"}, "gen": nil,
+		"stream": {"8081"}, "worker": {"8082"}, "serve": {"8080"}, "score": {"8083"}, "gen": nil,
 	}
 	for name, ports := range want {
 		svc, ok := p.Services[name]
@@ -59,7 +59,7 @@ func TestComposeFile(t *testing.T) {
 			}
 		}
 	}
-	deps := map[string][]string{"stream": {"nats"}, "worker": {"minio", "stream", "temporal"}, "serve": {"minio", "stream"}, "gen": {"stream"}}
+	deps := map[string][]string{"stream": {"nats"}, "worker": {"minio", "stream", "temporal"}, "serve": {"minio", "stream"}, "score": {"minio", "stream"}, "gen": {"stream"}}
 	for name, want := range deps {
 		var got []string
 		for d := range p.Services[name].DependsOn {
@@ -74,7 +74,7 @@ func TestComposeFile(t *testing.T) {
 	// tideline's own services: the image built from the Dockerfile, a
 	// command this binary accepts, and addresses of services in the file.
 	built := 0
-	for _, name := range []string{"stream", "worker", "serve", "gen"} {
+	for _, name := range []string{"stream", "worker", "serve", "score", "gen"} {
 		svc := p.Services[name]
 		if svc.Image != "tideline:dev" {
 			t.Errorf("%s runs image %q, want tideline:dev", name, svc.Image)

@@ -27,6 +27,7 @@ type devOptions struct {
 	serveAt  string
 	streamAt string
 	workerAt string
+	scoreAt  string
 }
 
 func devCmd() *cobra.Command {
@@ -36,9 +37,9 @@ func devCmd() *cobra.Command {
 		Short: "Run the whole system locally: NATS, Temporal, MinIO, the speed layer, the batch worker, serve and a generator",
 		Long: `dev starts everything tideline needs on this machine, in one command:
 embedded NATS with JetStream, the Temporal dev server with its UI and MinIO
-with its console; then tideline's own processes (stream, worker, serve),
-each restarted if it dies, and a generator publishing payments at a modest
-rate unless --no-gen.
+with its console; then tideline's own processes (stream, worker, serve,
+score), each restarted if it dies, and a generator publishing payments with
+some fraud in them at a modest rate unless --no-gen.
 
 State lives in the data directory, so running it again resumes from what is
 there. Ctrl-C stops everything cleanly. With --lake file:///path the lake is
@@ -61,6 +62,7 @@ from 'make tools'; each process logs to <data>/logs/<name>.log.`,
 	f.StringVar(&o.serveAt, "http", "127.0.0.1:8080", "address of serve: the dashboard and the API")
 	f.StringVar(&o.streamAt, "stream-http", "127.0.0.1:8081", "address of the speed layer's /metrics and ingest")
 	f.StringVar(&o.workerAt, "worker-http", "127.0.0.1:8082", "address of the worker's /metrics")
+	f.StringVar(&o.scoreAt, "score-http", "127.0.0.1:8083", "address of the scorer's /metrics")
 	return cmd
 }
 
@@ -116,9 +118,10 @@ func runDev(ctx context.Context, cmd *cobra.Command, o devOptions) error {
 		run("stream", "stream", "--http", o.streamAt),
 		run("worker", "worker", "--http", o.workerAt),
 		run("serve", "serve", "--http", o.serveAt),
+		run("score", "score", "--http", o.scoreAt),
 	}
 	if !o.noGen {
-		services = append(services, run("gen", "gen", "--rate", fmt.Sprint(o.genRate), "--ooo", "0.05", "--late", "0.002", "--dup", "0.01", "--invalid", "0.002"))
+		services = append(services, run("gen", "gen", "--profile", "fraud", "--rate", fmt.Sprint(o.genRate), "--ooo", "0.05", "--late", "0.002", "--dup", "0.01", "--invalid", "0.002"))
 	}
 	stop := func() error {
 		slog.Info("stopping")
@@ -142,6 +145,8 @@ func runDev(ctx context.Context, cmd *cobra.Command, o devOptions) error {
 	fmt.Fprintf(out, "  NATS            %s\n", s.NATS.URL)
 	fmt.Fprintf(out, "  Temporal        %s (namespace %s)\n", s.Temporal.HostPort, s.Temporal.Namespace)
 	fmt.Fprintf(out, "  Lake            %s\n\n", lakeURL)
+	fmt.Fprintf(out, "  Score a payment nats req payments.score '{\"payment_id\":\"p-1\",\"ts\":\"%s\",\"card_id\":\"card-00001\",\"merchant_id\":\"m-0001\",\"country\":\"US\",\"amount\":\"12.50\",\"currency\":\"USD\",\"channel\":\"pos\"}' -s %s\n\n",
+		time.Now().UTC().Format(time.RFC3339), s.NATS.URL)
 	fmt.Fprint(out, backfillHint(time.Now()))
 	fmt.Fprintln(out, "\nPress Ctrl-C to stop.")
 	select {

@@ -21,12 +21,13 @@ import (
 // TestDevBringsUpTheWholeSystem runs `tideline dev` as a user would, with
 // free ports and a fresh data directory, and requires within 60 s of the
 // start: live speed windows and processor stats (what the dashboard draws),
-// a compaction's Parquet in MinIO read back through raw_payments, and the
-// merged view answering. Then Ctrl-C (SIGINT) stops everything cleanly.
+// a compaction's Parquet in MinIO read back through raw_payments, the
+// scorer's decisions aggregated in merchant_flag_rate, and the merged view
+// answering. Then Ctrl-C (SIGINT) stops everything cleanly.
 func TestDevBringsUpTheWholeSystem(t *testing.T) {
 	bin := stacktest.BuildTideline(t)
 	dir := t.TempDir()
-	ports := make([]int, 8)
+	ports := make([]int, 9)
 	for i := range ports {
 		p, err := devstack.FreePort()
 		if err != nil {
@@ -41,11 +42,12 @@ func TestDevBringsUpTheWholeSystem(t *testing.T) {
 		"--spec", "../../examples/payments/tideline.yaml", "--gen-rate", "100",
 		"--nats-port", fmt.Sprint(ports[0]), "--temporal-port", fmt.Sprint(ports[1]), "--temporal-ui-port", fmt.Sprint(ports[2]),
 		"--minio-port", fmt.Sprint(ports[3]), "--minio-console-port", fmt.Sprint(ports[4]),
-		"--http", api, "--stream-http", fmt.Sprintf("127.0.0.1:%d", ports[6]), "--worker-http", fmt.Sprintf("127.0.0.1:%d", ports[7]))
+		"--http", api, "--stream-http", fmt.Sprintf("127.0.0.1:%d", ports[6]), "--worker-http", fmt.Sprintf("127.0.0.1:%d", ports[7]),
+		"--score-http", fmt.Sprintf("127.0.0.1:%d", ports[8]))
 	failed := func(format string, args ...any) {
 		t.Helper()
 		out, _ := os.ReadFile(logPath)
-		for _, name := range []string{"stream", "worker", "serve", "gen"} {
+		for _, name := range []string{"stream", "worker", "serve", "score", "gen"} {
 			data, _ := os.ReadFile(filepath.Join(dir, "data", "logs", name+".log"))
 			if len(data) > 3000 {
 				data = data[len(data)-3000:]
@@ -119,6 +121,16 @@ func TestDevBringsUpTheWholeSystem(t *testing.T) {
 			}
 			if n, _ := rows[0][0].(float64); n == 0 {
 				return fmt.Errorf("raw_payments is empty")
+			}
+			return nil
+		},
+		"fraud decisions in merchant_flag_rate": func() error {
+			rows, err := query("SELECT sum(decisions), sum(flagged) FROM merchant_flag_rate")
+			if err != nil {
+				return err
+			}
+			if n, _ := rows[0][0].(float64); n == 0 {
+				return fmt.Errorf("no decisions yet")
 			}
 			return nil
 		},

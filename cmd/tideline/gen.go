@@ -17,7 +17,7 @@ import (
 func genCmd() *cobra.Command {
 	var c commonFlags
 	var o stream.GenOptions
-	var streamName, out, start string
+	var streamName, out, start, profile string
 	cmd := &cobra.Command{
 		Use:   "gen",
 		Short: "Publish generated payments, with chosen disorder, lateness, duplicates and malformed events",
@@ -44,6 +44,14 @@ func genCmd() *cobra.Command {
 				defer f.Close()
 				o.Out = f
 			}
+			newEvent := payments.Payment
+			switch profile {
+			case "payments":
+			case "fraud":
+				newEvent = payments.Fraud(0.005, 0.001)
+			default:
+				return fmt.Errorf("unknown --profile %q: use payments or fraud", profile)
+			}
 			nc, js, err := c.connect("gen")
 			if err != nil {
 				return err
@@ -51,7 +59,7 @@ func genCmd() *cobra.Command {
 			defer nc.Close()
 			ctx, stopProgress := context.WithCancel(ctx)
 			go progress(ctx, nc)
-			stats, err := stream.Generate(ctx, js, st, payments.Payment, o)
+			stats, err := stream.Generate(ctx, js, st, newEvent, o)
 			stopProgress()
 			slog.Info("generator done", "published", stats.Published, "valid", stats.Valid, "ooo", stats.OOO, "late", stats.Late,
 				"dup", stats.Dup, "invalid", stats.Invalid, "elapsed", stats.Elapsed.Round(time.Millisecond))
@@ -64,6 +72,7 @@ func genCmd() *cobra.Command {
 	f := cmd.Flags()
 	c.register(f)
 	f.StringVar(&streamName, "stream", "payments", "stream to publish to")
+	f.StringVar(&profile, "profile", "payments", "payments (ordinary), or fraud: with card-testing bursts and amount spikes, each payment labelled")
 	f.Float64Var(&o.Rate, "rate", 100, "events per second (0: as fast as possible)")
 	f.IntVar(&o.Count, "count", 0, "events to publish (0: until interrupted)")
 	f.Float64Var(&o.OOO, "ooo", 0, "fraction of events out of order, within the stream's bound")

@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"net/http"
 	"sync"
 	"time"
 
@@ -48,9 +46,7 @@ POST /v1/ingest/{stream} for NDJSON.`,
 			}
 			reg := newRegistry()
 			o.Metrics = stream.NewMetrics(reg)
-			mux := http.NewServeMux()
-			mux.Handle("GET /metrics", metricsHandler(reg))
-			mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+			mux := opsMux(reg)
 			mux.Handle("POST /v1/ingest/{stream}", stream.NewIngester(js, s, o.Metrics))
 			stop, err := serveHTTP(ctx, httpAddr, mux)
 			if err != nil {
