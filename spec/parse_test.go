@@ -2,6 +2,7 @@ package spec
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -28,8 +29,37 @@ func TestExampleSpec(t *testing.T) {
 	if card.Tumbling() || card.Size != 5*time.Minute || card.Hop != time.Minute {
 		t.Errorf("card_5m window: size %s hop %s", card.Size, card.Hop)
 	}
-	if len(pay.Views) != 3 {
-		t.Errorf("payments has %d views, want 3", len(pay.Views))
+	if len(pay.Views) != 4 {
+		t.Errorf("payments has %d views, want 4", len(pay.Views))
+	}
+	if sc := s.Scoring; sc == nil || sc.Stream != pay || sc.Decisions != s.Stream("decisions") || sc.Threshold != 60 || len(sc.Rules) != 8 {
+		t.Errorf("scoring: %+v", sc)
+	}
+}
+
+// TestScoringErrors breaks the example's scoring section in the ways a
+// user might, and wants each named at its place.
+func TestScoringErrors(t *testing.T) {
+	data, err := os.ReadFile("../examples/payments/tideline.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ from, to, want string }{
+		{`"card_payments_1m >= 5"`, `"card_paymnts_1m >= 5"`, `rule card_testing: unknown field "card_paymnts_1m" (did you mean card_payments_1m?)`},
+		{`"amount >= 3000", weight: 30`, `"amount + 1", weight: 30`, "rule big_amount: when is decimal, not a condition"},
+		{"decisions: decisions\n  threshold", "decisions: decisionz\n  threshold", `scoring decisions: no stream "decisionz"`},
+		{"decisions: decisions\n  threshold", "decisions: payments\n  threshold", "scoring decisions: stream payments has no int field score"},
+		{"threshold: 60", "threshold: lots", `scoring threshold "lots" is not a whole number`},
+		{"weight: 40}", "wieght: 40}", `unknown key "wieght" in rule card_testing (did you mean weight?)`},
+	} {
+		src := strings.Replace(string(data), tt.from, tt.to, 1)
+		if src == string(data) {
+			t.Fatalf("%q is not in the example", tt.from)
+		}
+		_, err := Parse("tideline.yaml", []byte(src))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s -> %s: got %v, want %q", tt.from, tt.to, err, tt.want)
+		}
 	}
 }
 
