@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
 
@@ -155,8 +154,8 @@ func (l *Loader) merchants(ctx context.Context, s *Scorer) error {
 // batch reads each card's last 30 days (of event time, up to the newest
 // batch window) from the batch view.
 func (l *Loader) batch(ctx context.Context, s *Scorer) error {
-	q := strings.ReplaceAll(`SELECT card_id, country, sum(payments)::BIGINT, sum(amount)::BIGINT, max(amount_max)::BIGINT FROM V
-		WHERE window_start >= (SELECT max(window_start) FROM V) - INTERVAL 30 DAY GROUP BY ALL`, "V", lake.BatchViewName(BatchView))
+	q := fmt.Sprintf(`SELECT card_id, country, sum(payments)::BIGINT, sum(amount)::BIGINT, max(amount_max)::BIGINT FROM %[1]s
+		WHERE window_start >= (SELECT max(window_start) FROM %[1]s) - INTERVAL 30 DAY GROUP BY ALL`, spec.QuoteIdent(lake.BatchViewName(BatchView)))
 	rows, err := l.Catalog.DB().QueryContext(ctx, q)
 	if err != nil {
 		return fmt.Errorf("cannot read batch features from %s: %w", lake.BatchViewName(BatchView), err)

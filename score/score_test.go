@@ -209,6 +209,9 @@ func TestRequestReply(t *testing.T) {
 		if rep.Error != "" || rep.Decision == nil || rep.Decision.PaymentID != ev["payment_id"] {
 			t.Fatalf("payment %d: %+v", i, rep)
 		}
+		if rep.Decision.Fallback {
+			t.Fatalf("payment %d decided in fallback, with the lake there: %+v", i, rep.Decision)
+		}
 		switch ev["label"] {
 		case payments.LabelCardTesting:
 			bursts[ev["card_id"].(string)] = append(bursts[ev["card_id"].(string)], rep.Decision.Decision)
