@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -23,7 +24,8 @@ import (
 // start: live speed windows and processor stats (what the dashboard draws),
 // a compaction's Parquet in MinIO read back through raw_payments, the
 // scorer's decisions aggregated in merchant_flag_rate, and the merged view
-// answering. Then Ctrl-C (SIGINT) stops everything cleanly.
+// answering. Then Ctrl-C (SIGINT) stops everything cleanly, and a second
+// start on the same data directory resumes with what is there.
 func TestDevBringsUpTheWholeSystem(t *testing.T) {
 	bin := stacktest.BuildTideline(t)
 	dir := t.TempDir()
@@ -38,12 +40,16 @@ func TestDevBringsUpTheWholeSystem(t *testing.T) {
 	api := fmt.Sprintf("127.0.0.1:%d", ports[5])
 	logPath := filepath.Join(dir, "dev.out")
 	start := time.Now()
-	cmd := stacktest.Start(t, bin, logPath, nil, "dev", "--data", filepath.Join(dir, "data"), "--bin", devstack.FindBinDir(),
-		"--spec", "../../examples/payments/tideline.yaml", "--gen-rate", "100",
-		"--nats-port", fmt.Sprint(ports[0]), "--temporal-port", fmt.Sprint(ports[1]), "--temporal-ui-port", fmt.Sprint(ports[2]),
-		"--minio-port", fmt.Sprint(ports[3]), "--minio-console-port", fmt.Sprint(ports[4]),
-		"--http", api, "--stream-http", fmt.Sprintf("127.0.0.1:%d", ports[6]), "--worker-http", fmt.Sprintf("127.0.0.1:%d", ports[7]),
-		"--score-http", fmt.Sprintf("127.0.0.1:%d", ports[8]))
+	startDev := func(extra ...string) *exec.Cmd {
+		args := append([]string{"dev", "--data", filepath.Join(dir, "data"), "--bin", devstack.FindBinDir(),
+			"--spec", "../../examples/payments/tideline.yaml", "--gen-rate", "100",
+			"--nats-port", fmt.Sprint(ports[0]), "--temporal-port", fmt.Sprint(ports[1]), "--temporal-ui-port", fmt.Sprint(ports[2]),
+			"--minio-port", fmt.Sprint(ports[3]), "--minio-console-port", fmt.Sprint(ports[4]),
+			"--http", api, "--stream-http", fmt.Sprintf("127.0.0.1:%d", ports[6]), "--worker-http", fmt.Sprintf("127.0.0.1:%d", ports[7]),
+			"--score-http", fmt.Sprintf("127.0.0.1:%d", ports[8])}, extra...)
+		return stacktest.Start(t, bin, logPath, nil, args...)
+	}
+	cmd := startDev()
 	failed := func(format string, args ...any) {
 		t.Helper()
 		out, _ := os.ReadFile(logPath)
@@ -179,25 +185,52 @@ func TestDevBringsUpTheWholeSystem(t *testing.T) {
 		}
 	}
 
-	// Ctrl-C stops every process, and the ports are free again.
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+	rows, err := query("SELECT count(*) FROM raw_payments")
+	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			failed("tideline dev exited with %v after Ctrl-C", err)
+	compacted, _ := rows[0][0].(float64)
+
+	// Ctrl-C stops every process, and the ports are free again.
+	stopDev := func(cmd *exec.Cmd) {
+		t.Helper()
+		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+			t.Fatal(err)
 		}
-	case <-time.After(45 * time.Second):
-		failed("tideline dev still running 45 s after Ctrl-C")
-	}
-	for _, p := range ports {
-		if err := waitPortFree(p, 10*time.Second); err != nil {
-			t.Errorf("after Ctrl-C: %v", err)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				failed("tideline dev exited with %v after Ctrl-C", err)
+			}
+		case <-time.After(45 * time.Second):
+			failed("tideline dev still running 45 s after Ctrl-C")
+		}
+		for _, p := range ports {
+			if err := waitPortFree(p, 10*time.Second); err != nil {
+				t.Errorf("after Ctrl-C: %v", err)
+			}
 		}
 	}
+	stopDev(cmd)
+
+	// Again, on the same data: it resumes with the lake and streams there.
+	cmd = startDev("--no-gen")
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		rows, err := query("SELECT count(*) FROM raw_payments")
+		if err == nil {
+			if n, _ := rows[0][0].(float64); n >= compacted && n > 0 {
+				t.Logf("restarted: raw_payments has %.0f rows (%.0f before)", n, compacted)
+				break
+			}
+			err = fmt.Errorf("raw_payments has %v rows, %.0f before the restart", rows[0][0], compacted)
+		}
+		if time.Now().After(deadline) {
+			failed("after a restart on the same data: %v", err)
+		}
+	}
+	stopDev(cmd)
 }
 
 func waitPortFree(port int, timeout time.Duration) error {
