@@ -13,7 +13,7 @@ HEY_VERSION          := v0.1.4
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help tools browser build test vet bench dev fuzz clean
+.PHONY: help tools browser build test vet bench soak dev fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ test: tools vet ## the README's test command: tools, vet, then every test agains
 
 bench: tools ## run the benchmarks
 	scripts/bench.sh
+
+soak: tools ## the fault suite, repeated for TIDELINE_SOAK (default 30m)
+	TIDELINE_SOAK=$${TIDELINE_SOAK:-30m} $(GO) test -count=1 -v -timeout 0 -run TestFaults ./test
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@for pkg in ./spec/ ./lake/; do for t in $$($(GO) test -list '^Fuzz' $$pkg | grep ^Fuzz); do \

@@ -19,8 +19,10 @@ const benchRate = 5000
 func BenchmarkDecision(b *testing.B) {
 	nc, _, _ := scorerStack(b)
 	var lat []time.Duration
+	seed := uint64(0)
 	for b.Loop() {
-		_, replies, l := sendPayments(b, nc, 1000, benchRate)
+		seed++ // new payment ids each time
+		_, replies, l := sendPayments(b, nc, 1000, benchRate, seed)
 		for i, r := range replies {
 			if r.Error != "" || r.Decision == nil {
 				b.Fatalf("payment %d: %+v", i, r)
@@ -42,7 +44,7 @@ func BenchmarkDecisionAnchorEcho(b *testing.B) {
 	defer sub.Unsubscribe()
 	var lat []time.Duration
 	for b.Loop() {
-		_, _, l := sendPayments(b, nc, 1000, benchRate)
+		_, _, l := sendPayments(b, nc, 1000, benchRate, 1)
 		lat = append(lat, l...)
 	}
 	reportLatency(b, lat)

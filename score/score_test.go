@@ -147,12 +147,12 @@ func scorerStack(t testing.TB) (*nats.Conn, jetstream.JetStream, *spec.Spec) {
 	return nc, js, s
 }
 
-// sendPayments sends n payments of the fraud profile by request-reply at
-// rate per second, each from its own goroutine at its time, and returns
+// sendPayments sends n payments of the fraud profile (seed picks which) by
+// request-reply at rate per second, each from its own goroutine at its time, and returns
 // the replies in send order with each one's latency.
-func sendPayments(t testing.TB, nc *nats.Conn, n int, rate float64) ([]map[string]any, []Reply, []time.Duration) {
+func sendPayments(t testing.TB, nc *nats.Conn, n int, rate float64, seed uint64) ([]map[string]any, []Reply, []time.Duration) {
 	gen := payments.Fraud(0.01, 0.002)
-	r := rand.New(rand.NewPCG(42, 42))
+	r := rand.New(rand.NewPCG(seed, seed))
 	base := time.Now().Add(-5 * time.Minute).UTC()
 	evs := make([]map[string]any, n)
 	for i := range evs {
@@ -201,7 +201,7 @@ func sendPayments(t testing.TB, nc *nats.Conn, n int, rate float64) ([]map[strin
 // are, and both the payments and their decisions are in their streams.
 func TestRequestReply(t *testing.T) {
 	nc, js, s := scorerStack(t)
-	evs, replies, lat := sendPayments(t, nc, 1000, 1000)
+	evs, replies, lat := sendPayments(t, nc, 1000, 1000, 42)
 	bursts := map[string][]string{} // card -> decisions in order
 	var ordinary, falsePos, spikes int
 	for i, ev := range evs {

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# bench.sh: runs the Go benchmarks COUNT times (default 5) and writes
+# bench.sh: runs the Go benchmarks COUNT times (default 3) and writes
 # BENCHMARKS.md with the median of each and its ratio to its anchor. A
 # benchmark named BenchmarkXAnchorY is the anchor of BenchmarkX: the limit
 # measured in the same run on the same machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-count=${COUNT:-5}
+count=${COUNT:-3}
 raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
 go test -run '^$' -bench . -benchmem -count "$count" ./... | tee "$raw" | grep -E '^(Benchmark|ok|FAIL)' >&2

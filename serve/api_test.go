@@ -52,19 +52,7 @@ func mergedViewsMatchTheOracle(t *testing.T, f *fixture) {
 		if code := f.do("POST", "/v1/query", "", map[string]string{"sql": "SELECT * EXCLUDE (source) FROM " + v.Name}, &res); code != http.StatusOK {
 			t.Fatalf("POST /v1/query on %s: %d", v.Name, code)
 		}
-		got := map[string]oracle.Row{}
-		for _, row := range res.Rows {
-			start, _ := time.Parse(time.RFC3339Nano, row[0].(string))
-			var dims, ms []string
-			for i := range v.GroupBy {
-				dims = append(dims, oracle.Render(row[2+i]))
-			}
-			for i := range v.Measures {
-				ms = append(ms, oracle.Render(row[2+len(v.GroupBy)+i]))
-			}
-			r := oracle.Row{Start: start, Dims: strings.Join(dims, "|"), Measures: strings.Join(ms, "|")}
-			got[oracle.Key(start, r.Dims)] = r
-		}
+		got, _ := oracle.FromResult(v, res.Rows)
 		if len(got) != len(res.Rows) {
 			t.Errorf("POST /v1/query on %s: %d rows, %d distinct windows", v.Name, len(res.Rows), len(got))
 		}

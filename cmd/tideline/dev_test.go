@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -74,22 +73,7 @@ func TestDevBringsUpTheWholeSystem(t *testing.T) {
 		}
 		return json.NewDecoder(resp.Body).Decode(out)
 	}
-	query := func(sql string) ([][]any, error) {
-		body, _ := json.Marshal(map[string]string{"sql": sql})
-		resp, err := http.Post("http://"+api+"/v1/query", "application/json", bytes.NewReader(body))
-		if err != nil {
-			return nil, err
-		}
-		defer resp.Body.Close()
-		var res struct {
-			Rows  [][]any `json:"rows"`
-			Error string  `json:"error"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&res); err != nil || res.Error != "" {
-			return nil, fmt.Errorf("%s: %v %s", sql, err, res.Error)
-		}
-		return res.Rows, nil
-	}
+	query := func(sql string) ([][]any, error) { return stacktest.Query("http://"+api, sql) }
 
 	checks := map[string]func() error{
 		"live speed windows": func() error {
@@ -125,7 +109,7 @@ func TestDevBringsUpTheWholeSystem(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if n, _ := rows[0][0].(float64); n == 0 {
+			if n := num(rows[0][0]); n == 0 {
 				return fmt.Errorf("raw_payments is empty")
 			}
 			return nil
@@ -135,7 +119,7 @@ func TestDevBringsUpTheWholeSystem(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if n, _ := rows[0][0].(float64); n == 0 {
+			if n := num(rows[0][0]); n == 0 {
 				return fmt.Errorf("no decisions yet")
 			}
 			return nil
@@ -189,7 +173,7 @@ func TestDevBringsUpTheWholeSystem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	compacted, _ := rows[0][0].(float64)
+	compacted := num(rows[0][0])
 
 	// Ctrl-C stops every process, and the ports are free again.
 	stopDev := func(cmd *exec.Cmd) {
@@ -220,11 +204,11 @@ func TestDevBringsUpTheWholeSystem(t *testing.T) {
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(500 * time.Millisecond) {
 		rows, err := query("SELECT count(*) FROM raw_payments")
 		if err == nil {
-			if n, _ := rows[0][0].(float64); n >= compacted && n > 0 {
-				t.Logf("restarted: raw_payments has %.0f rows (%.0f before)", n, compacted)
+			if n := num(rows[0][0]); n >= compacted && n > 0 {
+				t.Logf("restarted: raw_payments has %d rows (%d before)", n, compacted)
 				break
 			}
-			err = fmt.Errorf("raw_payments has %v rows, %.0f before the restart", rows[0][0], compacted)
+			err = fmt.Errorf("raw_payments has %v rows, %d before the restart", rows[0][0], compacted)
 		}
 		if time.Now().After(deadline) {
 			failed("after a restart on the same data: %v", err)
@@ -246,4 +230,11 @@ func waitPortFree(port int, timeout time.Duration) error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// num reads a JSON number from a query result; NULL is 0.
+func num(x any) int64 {
+	n, _ := x.(json.Number)
+	v, _ := n.Int64()
+	return v
 }

@@ -18,9 +18,16 @@ import (
 	"tideline/spec"
 )
 
-// Load creates the table events in db from a generator --out file of
+// Load creates the table events in db from generator --out files of
 // stream st: one row per valid event id, with the contract's columns.
-func Load(ctx context.Context, db *sql.DB, st *spec.Stream, outFile string) error {
+func Load(ctx context.Context, db *sql.DB, st *spec.Stream, outFiles ...string) error {
+	if len(outFiles) == 0 {
+		return fmt.Errorf("cannot load the oracle: no generator --out file given")
+	}
+	quoted := make([]string, len(outFiles))
+	for i, f := range outFiles {
+		quoted[i] = spec.QuoteString(f)
+	}
 	var cols []string
 	for _, f := range st.Contract.Fields {
 		x := "j->>" + spec.QuoteString(f.Name)
@@ -43,9 +50,9 @@ func Load(ctx context.Context, db *sql.DB, st *spec.Stream, outFile string) erro
 		WITH src AS (SELECT i, CAST(data AS JSON) AS j FROM read_json(%s, format='newline_delimited',
 			columns={i: 'BIGINT', kind: 'VARCHAR', data: 'VARCHAR'}) WHERE kind <> 'invalid')
 		SELECT %s, i AS _i FROM src QUALIFY row_number() OVER (PARTITION BY %s ORDER BY i) = 1`,
-		spec.QuoteString(outFile), strings.Join(cols, ", "), "j->>"+spec.QuoteString(st.Contract.Fields[st.Contract.ID].Name))
+		"["+strings.Join(quoted, ", ")+"]", strings.Join(cols, ", "), "j->>"+spec.QuoteString(st.Contract.Fields[st.Contract.ID].Name))
 	if _, err := db.ExecContext(ctx, q); err != nil {
-		return fmt.Errorf("cannot load %s into the oracle: %w", outFile, err)
+		return fmt.Errorf("cannot load %s into the oracle: %w", strings.Join(outFiles, ", "), err)
 	}
 	return nil
 }
@@ -112,6 +119,27 @@ func QueryRows(ctx context.Context, db *sql.DB, v *spec.View, query string) (map
 		out[Key(start, r.Dims)] = r
 	}
 	return out, rows.Err()
+}
+
+// FromResult turns the rows of `SELECT * EXCLUDE (source) FROM <view>`, as
+// POST /v1/query returns them (JSON decoded with UseNumber), into the
+// oracle's form. It also returns how many rows there were, to catch a
+// window appearing twice.
+func FromResult(v *spec.View, rows [][]any) (map[string]Row, int) {
+	out := map[string]Row{}
+	for _, row := range rows {
+		start, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(row[0]))
+		var dims, ms []string
+		for i := range v.GroupBy {
+			dims = append(dims, Render(row[2+i]))
+		}
+		for i := range v.Measures {
+			ms = append(ms, Render(row[2+len(v.GroupBy)+i]))
+		}
+		r := Row{Start: start, Dims: strings.Join(dims, "|"), Measures: strings.Join(ms, "|")}
+		out[Key(start, r.Dims)] = r
+	}
+	return out, len(rows)
 }
 
 // Key identifies a window of a view.

@@ -5,7 +5,10 @@
 package stacktest
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -181,4 +184,25 @@ func Chromium(t testing.TB) string {
 	}
 	t.Skip(msg)
 	return ""
+}
+
+// Query sends one SQL statement to a serve process's POST /v1/query and
+// returns the rows, numbers as json.Number.
+func Query(serveURL, sql string) ([][]any, error) {
+	body, _ := json.Marshal(map[string]string{"sql": sql})
+	resp, err := http.Post(serveURL+"/v1/query", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var res struct {
+		Rows  [][]any `json:"rows"`
+		Error string  `json:"error"`
+	}
+	d := json.NewDecoder(resp.Body)
+	d.UseNumber()
+	if err := d.Decode(&res); err != nil || res.Error != "" {
+		return nil, fmt.Errorf("%s: %v %s", sql, err, res.Error)
+	}
+	return res.Rows, nil
 }

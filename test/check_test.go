@@ -1,0 +1,142 @@
+package faults
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"tideline/internal/oracle"
+	"tideline/serve"
+	"tideline/spec"
+	"tideline/stream"
+)
+
+// lastStats waits for the next stats of the payments processor.
+func (s *stack) lastStats() stream.Stats {
+	sub, err := s.nc.SubscribeSync(stream.StatsSubject("payments"))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	m, err := sub.NextMsg(10 * time.Second)
+	if err != nil {
+		s.failWithLogs("no stats from the speed layer: %v", err)
+	}
+	st, err := stream.ParseStats(m.Data)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return st
+}
+
+// settle waits until the speed layer has read the whole stream and closed
+// every window, then compacts until every view's tideline has passed all
+// the data.
+func settle(t *testing.T, s *stack) {
+	ctx := t.Context()
+	jss, err := s.js.Stream(ctx, "payments")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := jss.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.waitFor("the speed layer caught up", 2*time.Minute, func() error {
+		st := s.lastStats()
+		if st.Seq < info.State.LastSeq || st.OpenWindows > 0 {
+			return fmt.Errorf("at sequence %d of %d, %d windows open", st.Seq, info.State.LastSeq, st.OpenWindows)
+		}
+		return nil
+	})
+	last := info.State.LastTime
+	s.waitFor("every view's tideline past the data", 5*time.Minute, func() error {
+		if err := s.compact(); err != nil {
+			return fmt.Errorf("compaction: %w", err)
+		}
+		var status struct {
+			Views map[string]serve.ViewStatus `json:"views"`
+		}
+		if err := s.get("/v1/status", &status); err != nil {
+			return err
+		}
+		for _, v := range s.spec.Stream("payments").Views {
+			st := status.Views[v.Name]
+			if st.PartitionsPending > 0 || !st.Tideline.After(last) {
+				return fmt.Errorf("view %s: tideline %s, %d partitions pending; data up to %s", v.Name, st.Tideline, st.PartitionsPending, last)
+			}
+		}
+		return nil
+	})
+}
+
+// check holds the settled stack to the oracle.
+func check(t *testing.T, s *stack) {
+	ctx := t.Context()
+	db := s.oracle()
+	dedup := "(SELECT * FROM raw_payments QUALIFY row_number() OVER (PARTITION BY payment_id ORDER BY _seq) = 1) AS __raw"
+	for _, v := range s.spec.Stream("payments").Views {
+		want, err := oracle.ViewRows(ctx, db, v, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The merged view: all of it is below the tideline now.
+		rows, err := s.query("SELECT * EXCLUDE (source) FROM " + spec.QuoteIdent(v.Name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, n := oracle.FromResult(v, rows)
+		if n != len(got) {
+			t.Errorf("view %s: %d rows for %d windows: a window appears twice", v.Name, n, len(got))
+		}
+		if d := oracle.Diff(got, want); d != "" {
+			t.Errorf("view %s differs from the oracle after the faults:\n%s", v.Name, d)
+		}
+		// I6: the raw data alone gives the same answer.
+		rows, err = s.query(v.SQL(dedup))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rebuilt, _ := oracle.FromResult(v, rows)
+		if d := oracle.Diff(rebuilt, want); d != "" {
+			t.Errorf("view %s rebuilt from raw_payments differs from the oracle:\n%s", v.Name, d)
+		}
+		t.Logf("view %s: %d windows equal to the oracle, also rebuilt from raw data", v.Name, len(want))
+	}
+
+	// Every malformed event is in the dead-letter stream, once.
+	dlq, err := s.js.Stream(ctx, stream.DLQStreamName(s.spec.Stream("payments")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := dlq.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int(info.State.Msgs) != s.invalid {
+		t.Errorf("dead-letter stream has %d messages; the generator published %d malformed events", info.State.Msgs, s.invalid)
+	}
+
+	// Corrections account for exactly the late events: for a tumbling
+	// view, batch counts each late event and the speed layer did not, so
+	// the count measure's corrections add up to the late events the speed
+	// layer counted, whichever kind (speed, or batch after a recompute
+	// below the tideline) recorded them.
+	late := s.lastStats().Late
+	for _, v := range s.spec.Stream("payments").Views {
+		if !v.Tumbling() {
+			continue // an event late for one hopping window may be on time for the next
+		}
+		rows, err := s.query(fmt.Sprintf("SELECT coalesce(sum(delta), 0) FROM %s WHERE measure = 'payments'", spec.QuoteIdent(serve.CorrectionsViewName(v.Name))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum, _ := rows[0][0].(json.Number).Int64()
+		if uint64(sum) != late[v.Name] {
+			t.Errorf("view %s: corrections add %d payments; the speed layer counted %d late events", v.Name, sum, late[v.Name])
+		} else {
+			t.Logf("view %s: %d late events, all accounted for by corrections", v.Name, sum)
+		}
+	}
+}

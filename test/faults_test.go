@@ -1,0 +1,366 @@
+package faults
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.temporal.io/sdk/client"
+	tlog "go.temporal.io/sdk/log"
+
+	"tideline/examples/payments"
+	"tideline/internal/devstack"
+	"tideline/internal/oracle"
+	"tideline/internal/stacktest"
+	"tideline/spec"
+	"tideline/stream"
+	"tideline/workflows"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// stack is everything the suite runs, with what it takes to restart each
+// part on the same data and ports.
+type stack struct {
+	t        *testing.T
+	dir, bin string
+	spec     *spec.Spec
+	env      []string
+
+	natsOpts devstack.NATSOptions
+	ns       *devstack.NATS
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	tOpts    devstack.TemporalOptions
+	temporal *devstack.Temporal
+	mOpts    devstack.MinIOOptions
+	minio    *devstack.MinIO
+	tc       client.Client
+
+	procs    map[string]*exec.Cmd
+	args     map[string][]string
+	serveURL string
+
+	outs    []string // generator --out files
+	invalid int      // malformed events published
+}
+
+func ports(t *testing.T, n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		p, err := devstack.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = p
+	}
+	return out
+}
+
+func startStack(t *testing.T) *stack {
+	ctx := t.Context()
+	s := &stack{t: t, dir: t.TempDir(), bin: stacktest.BuildTideline(t), spec: stacktest.FastSpec(t), procs: map[string]*exec.Cmd{}, args: map[string][]string{}}
+	p := ports(t, 8)
+	specPath := filepath.Join(s.dir, "spec.yaml")
+	if err := os.WriteFile(specPath, []byte(stacktest.FastSpecYAML(t)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"nats", "temporal", "minio"} {
+		if err := os.MkdirAll(filepath.Join(s.dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var err error
+	s.natsOpts = devstack.NATSOptions{Dir: filepath.Join(s.dir, "nats"), Port: p[0]}
+	if s.ns, err = devstack.StartNATS(s.natsOpts); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.ns.Stop() })
+	s.tOpts = devstack.TemporalOptions{Dir: filepath.Join(s.dir, "temporal"), Port: p[1], UIPort: p[2], Log: quiet}
+	if s.temporal, err = devstack.StartTemporal(ctx, s.tOpts); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.temporal.Stop() })
+	s.mOpts = devstack.MinIOOptions{Dir: filepath.Join(s.dir, "minio"), Port: p[3], ConsolePort: p[4], Log: quiet}
+	if s.minio, err = devstack.StartMinIO(ctx, s.mOpts); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.minio.Stop() })
+	if s.nc, err = nats.Connect(s.ns.URL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.nc.Close)
+	if s.js, err = jetstream.New(s.nc); err != nil {
+		t.Fatal(err)
+	}
+	if s.tc, err = client.Dial(client.Options{HostPort: s.temporal.HostPort, Logger: tlog.NewStructuredLogger(quiet)}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.tc.Close)
+	m := s.minio
+	s.env = []string{"TIDELINE_SPEC=" + specPath, "TIDELINE_NATS_URL=" + s.ns.URL, "TIDELINE_TEMPORAL=" + s.temporal.HostPort,
+		"TIDELINE_LAKE=s3://tideline/lake", "TIDELINE_S3_ENDPOINT=" + m.Endpoint, "TIDELINE_S3_ACCESS_KEY=" + m.AccessKey, "TIDELINE_S3_SECRET_KEY=" + m.SecretKey}
+	s.serveURL = fmt.Sprintf("http://127.0.0.1:%d", p[7])
+	s.args["stream"] = []string{"stream", "--http", fmt.Sprintf("127.0.0.1:%d", p[5])}
+	s.args["worker"] = []string{"worker", "--http", fmt.Sprintf("127.0.0.1:%d", p[6]), "--chunk", "5000"}
+	s.args["serve"] = []string{"serve", "--http", fmt.Sprintf("127.0.0.1:%d", p[7])}
+	for _, name := range []string{"stream", "worker", "serve"} {
+		s.start(name)
+	}
+	s.waitFor("the stream set up", time.Minute, func() error {
+		_, err := s.js.Stream(ctx, "payments")
+		return err
+	})
+	s.waitFor("serve ready", time.Minute, func() error { return s.get("/readyz", nil) })
+	return s
+}
+
+// start runs one of tideline's processes, logging to <dir>/<name>.log.
+func (s *stack) start(name string) {
+	env := append(append([]string{}, s.env...), "TIDELINE_CACHE="+filepath.Join(s.dir, "cache", name))
+	s.procs[name] = stacktest.Start(s.t, s.bin, filepath.Join(s.dir, name+".log"), env, s.args[name]...)
+}
+
+// kill9 kills a process with SIGKILL, as a crash would, and starts it again.
+func (s *stack) kill9(name string) {
+	s.t.Logf("fault: kill -9 %s (pid %d)", name, s.procs[name].Process.Pid)
+	_ = s.procs[name].Process.Signal(syscall.SIGKILL)
+	_, _ = s.procs[name].Process.Wait()
+	s.start(name)
+}
+
+func (s *stack) restartNATS() {
+	s.t.Log("fault: NATS server restart")
+	s.ns.Stop()
+	time.Sleep(time.Second)
+	var err error
+	if s.ns, err = devstack.StartNATS(s.natsOpts); err != nil {
+		s.t.Fatal(err)
+	}
+	s.waitFor("the client reconnected", 30*time.Second, func() error {
+		if !s.nc.IsConnected() {
+			return fmt.Errorf("not connected")
+		}
+		return nil
+	})
+}
+
+func (s *stack) minioDown(d time.Duration) {
+	s.t.Logf("fault: MinIO down for %s", d)
+	if err := s.minio.Stop(); err != nil {
+		s.t.Fatal(err)
+	}
+	time.Sleep(d)
+	var err error
+	if s.minio, err = devstack.StartMinIO(s.t.Context(), s.mOpts); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+func (s *stack) restartTemporal() {
+	s.t.Log("fault: Temporal dev server restart")
+	if err := s.temporal.Stop(); err != nil {
+		s.t.Fatal(err)
+	}
+	var err error
+	if s.temporal, err = devstack.StartTemporal(s.t.Context(), s.tOpts); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// twoBackfills starts two backfills of the same range at once and waits
+// for both.
+func (s *stack) twoBackfills(round int) {
+	s.t.Log("fault: the same backfill started twice at once")
+	to := time.Now().UTC().Truncate(time.Minute)
+	in := workflows.BackfillInput{View: "*", From: to.Add(-10 * time.Minute), To: to, Mode: "all"}
+	var runs []client.WorkflowRun
+	for i := range 2 {
+		run, err := s.tc.ExecuteWorkflow(s.t.Context(), client.StartWorkflowOptions{ID: fmt.Sprintf("faults-backfill-%d-%d", round, i), TaskQueue: workflows.TaskQueue}, workflows.Backfill, in)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		runs = append(runs, run)
+	}
+	for _, run := range runs {
+		ctx, cancel := context.WithTimeout(s.t.Context(), 3*time.Minute)
+		var prog workflows.BackfillProgress
+		err := run.Get(ctx, &prog)
+		cancel()
+		if err != nil {
+			s.t.Fatalf("backfill %s: %v", run.GetID(), err)
+		}
+		if prog.Failed > 0 {
+			s.t.Fatalf("backfill %s: %+v", run.GetID(), prog)
+		}
+	}
+}
+
+// generate publishes n events at 1,000/s with the whole mix, and keeps the
+// --out file. It may run beside a fault, so it reports instead of failing.
+func (s *stack) generate(round, n int) error {
+	out := filepath.Join(s.dir, fmt.Sprintf("out-%d.ndjson", round))
+	f, err := os.Create(out)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := stream.Generate(s.t.Context(), s.js, s.spec.Stream("payments"), payments.Payment,
+		stream.GenOptions{Count: n, Rate: 1000, OOO: 0.05, Late: 0.01, Dup: 0.01, Invalid: 0.005, Seed: uint64(round) + 1, Out: f})
+	s.outs = append(s.outs, out)
+	s.invalid += st.Invalid
+	if err != nil {
+		return fmt.Errorf("generating round %d: %w", round, err)
+	}
+	return nil
+}
+
+func (s *stack) waitFor(what string, timeout time.Duration, check func() error) {
+	s.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.failWithLogs("%s: not after %s: %v", what, timeout, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func (s *stack) failWithLogs(format string, args ...any) {
+	s.t.Helper()
+	for _, name := range []string{"stream", "worker", "serve"} {
+		data, _ := os.ReadFile(filepath.Join(s.dir, name+".log"))
+		if len(data) > 4000 {
+			data = data[len(data)-4000:]
+		}
+		s.t.Logf("--- %s.log (tail) ---\n%s", name, data)
+	}
+	s.t.Fatalf(format, args...)
+}
+
+func (s *stack) get(path string, out any) error {
+	resp, err := http.Get(s.serveURL + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, body)
+	}
+	if out == nil {
+		return nil
+	}
+	d := json.NewDecoder(resp.Body)
+	d.UseNumber()
+	return d.Decode(out)
+}
+
+func (s *stack) query(q string) ([][]any, error) { return stacktest.Query(s.serveURL, q) }
+
+// compact runs a compaction of every stream now, as the schedule would.
+func (s *stack) compact() error {
+	for _, st := range s.spec.Streams {
+		ctx, cancel := context.WithTimeout(s.t.Context(), 2*time.Minute)
+		run, err := s.tc.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: fmt.Sprintf("faults-compact-%s-%d", st.Name, time.Now().UnixNano()), TaskQueue: workflows.TaskQueue},
+			workflows.Compaction, workflows.CompactionInput{Stream: st.Name})
+		if err == nil {
+			err = run.Get(ctx, nil)
+		}
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// oracle loads every generated event into a fresh DuckDB.
+func (s *stack) oracle() *sql.DB {
+	db, err := sql.Open("duckdb", "")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { db.Close() })
+	if err := oracle.Load(s.t.Context(), db, s.spec.Stream("payments"), s.outs...); err != nil {
+		s.t.Fatal(err)
+	}
+	return db
+}
+
+// soak is how long `make soak` repeats rounds: TIDELINE_SOAK, or none.
+func soak(t *testing.T) time.Duration {
+	v := os.Getenv("TIDELINE_SOAK")
+	if v == "" {
+		return 0
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		t.Fatalf("TIDELINE_SOAK=%q: write a duration like 30m", v)
+	}
+	return d
+}
+
+// TestFaults runs the stack, publishes rounds of generated events with a
+// fault after each, lets it settle, and requires: every view below the
+// tideline equal to the oracle, no window missing or counted twice, every
+// malformed event in the dead-letter stream, corrections accounting for
+// exactly the late events, and the views rebuilt from raw data alone equal
+// to the oracle too.
+func TestFaults(t *testing.T) {
+	s := startStack(t)
+	// Most faults land at a random moment of a round of publishing; a NATS
+	// restart lands between rounds, since the generator (a producer) does
+	// not retry what the server did not take.
+	type fault struct {
+		between bool
+		do      func(round int)
+	}
+	faults := []fault{
+		{false, func(int) { s.kill9("stream") }},
+		{false, func(int) { s.kill9("worker") }},
+		{false, func(int) { s.kill9("serve") }},
+		{true, func(int) { s.restartNATS() }},
+		{false, func(int) { s.minioDown(20 * time.Second) }},
+		{false, func(int) { s.restartTemporal() }},
+		{false, s.twoBackfills},
+	}
+	r := rand.New(rand.NewPCG(7, 7))
+	begin := time.Now()
+	for round := 0; round < len(faults) || time.Since(begin) < soak(t); round++ {
+		f := faults[round%len(faults)]
+		if f.between {
+			if err := s.generate(round, 3000); err != nil {
+				t.Fatal(err)
+			}
+			f.do(round)
+			continue
+		}
+		done := make(chan error, 1)
+		go func() { done <- s.generate(round, 3000) }()
+		time.Sleep(time.Duration(r.Int64N(int64(2 * time.Second))))
+		f.do(round)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	settle(t, s)
+	check(t, s)
+}
