@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"strconv"
 	"strings"
@@ -219,7 +220,7 @@ func (c *Contract) decodeGeneral(data []byte, receivedAt time.Time, ev Event) (E
 		fail("", ReasonJSON, "cannot parse JSON: %v", err)
 		return Event{}, &ValidationError{errs}
 	}
-	if _, err := dec.Token(); err == nil {
+	if _, err := dec.Token(); err != io.EOF {
 		fail("", ReasonJSON, "trailing data after the JSON object; send one object per event")
 	}
 	for i, f := range c.Fields {

@@ -9,7 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -83,23 +85,40 @@ func httpError(w http.ResponseWriter, code int, msg string) {
 // Ingest validates and publishes NDJSON events from body to st.
 func (in *Ingester) Ingest(ctx context.Context, st *spec.Stream, body interface{ Read([]byte) (int, error) }) (IngestResult, error) {
 	res := IngestResult{Rejected: []RejectedLine{}}
-	sc := bufio.NewScanner(body)
-	sc.Buffer(make([]byte, 64<<10), 8<<20)
+	br := bufio.NewReaderSize(body, 64<<10)
 	var futures []jetstream.PubAckFuture
 	c := st.Contract
 	now := time.Now()
 	line := 0
-	for sc.Scan() {
+	for {
+		raw, size, err := readLine(br, maxLine)
+		if err != nil && err != io.EOF {
+			return res, err
+		}
+		if size == 0 && err == io.EOF {
+			break
+		}
 		line++
-		data := bytes.TrimSpace(sc.Bytes())
+		data := bytes.TrimSpace(raw)
+		if size > maxLine {
+			err := fmt.Errorf("line of %d bytes is longer than 8 MiB; split the event or make it smaller", size)
+			res.Rejected = append(res.Rejected, RejectedLine{Line: line, Error: err.Error()})
+			if err := in.deadLetter(st, bytes.Clone(data), size, err); err != nil {
+				return res, err
+			}
+			continue
+		}
 		if len(data) == 0 {
 			continue
 		}
 		data = bytes.Clone(data)
 		ev, err := c.Decode(data, now)
+		if err == nil && len(data) > int(in.js.Conn().MaxPayload()) {
+			err = fmt.Errorf("event is %d bytes; the NATS server takes at most %d (max_payload): make it smaller, or raise max_payload", len(data), in.js.Conn().MaxPayload())
+		}
 		if err != nil {
 			res.Rejected = append(res.Rejected, RejectedLine{Line: line, Error: err.Error()})
-			if err := in.deadLetter(st, data, err); err != nil {
+			if err := in.deadLetter(st, data, len(data), err); err != nil {
 				return res, err
 			}
 			continue
@@ -110,13 +129,6 @@ func (in *Ingester) Ingest(ctx context.Context, st *spec.Stream, body interface{
 			return res, fmt.Errorf("cannot publish line %d to stream %s: %w", line, st.Name, err)
 		}
 		futures = append(futures, f)
-	}
-	if err := sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) {
-			res.Rejected = append(res.Rejected, RejectedLine{Line: line + 1, Error: "line longer than 8 MiB; the rest of the body was not read"})
-		} else {
-			return res, err
-		}
 	}
 	for _, f := range futures {
 		select {
@@ -139,9 +151,51 @@ func (in *Ingester) Ingest(ctx context.Context, st *spec.Stream, body interface{
 	return res, nil
 }
 
-func (in *Ingester) deadLetter(st *spec.Stream, data []byte, reason error) error {
+// DLQHeaderTruncated marks a dead letter cut to fit the server's maximum
+// payload; its value is the original size in bytes.
+const DLQHeaderTruncated = "Tl-Truncated-From"
+
+// maxLine is the longest NDJSON line ingest reads whole.
+const maxLine = 8 << 20
+
+// readLine reads one line of at most max bytes (without its newline) and
+// the line's whole size; of a longer line it keeps the first max bytes and
+// skips the rest, so the lines after it are still read.
+func readLine(br *bufio.Reader, max int) ([]byte, int, error) {
+	var buf []byte
+	size := 0
+	for {
+		chunk, err := br.ReadSlice('\n')
+		size += len(chunk)
+		if room := max + 1 - len(buf); room > 0 {
+			buf = append(buf, chunk[:min(len(chunk), room)]...)
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err == nil { // the chunk ends with the newline
+			size--
+			if n := len(buf); n > 0 && buf[n-1] == '\n' {
+				buf = buf[:n-1]
+			}
+		}
+		return buf, size, err
+	}
+}
+
+// deadLetter keeps a rejected line in the stream's dead-letter stream with
+// its reason. size is the line's whole size: data may be only its start.
+func (in *Ingester) deadLetter(st *spec.Stream, data []byte, size int, reason error) error {
 	m := nats.NewMsg(DLQSubject(st))
 	m.Data = data
+	// An event too large for the server cannot be kept whole; its start
+	// and its size are, so it is not lost without a trace.
+	if max := int(in.js.Conn().MaxPayload()) - 4096; max > 0 && len(data) > max {
+		m.Data = data[:max]
+	}
+	if len(m.Data) < size {
+		m.Header.Set(DLQHeaderTruncated, strconv.Itoa(size))
+	}
 	m.Header.Set(DLQHeaderReason, reason.Error())
 	m.Header.Set(DLQHeaderStream, st.Name)
 	m.Header.Set(DLQHeaderSource, "http")
