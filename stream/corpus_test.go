@@ -4,12 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestBadInputCorpus puts malformed and extreme events through HTTP ingest,
@@ -18,16 +15,8 @@ import (
 // original length when too large to store), and the lines after the worst
 // of them are still read.
 func TestBadInputCorpus(t *testing.T) {
-	_, _, js := natsForTest(t)
+	srv, js, s := ingestServer(t)
 	ctx := t.Context()
-	s := fastSpec(t)
-	if err := Setup(ctx, js, s, SetupOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("POST /v1/ingest/{stream}", NewIngester(js, s, NewMetrics(prometheus.NewRegistry())))
-	srv := httptest.NewServer(mux)
-	defer srv.Close()
 
 	now := time.Now().UTC()
 	ev := func(id string, over map[string]any) string {

@@ -8,20 +8,30 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"tideline/spec"
 )
 
-func TestIngestHTTP(t *testing.T) {
+// ingestServer is real NATS with the fast spec's streams and the ingest
+// endpoint in front of it.
+func ingestServer(t *testing.T) (*httptest.Server, jetstream.JetStream, *spec.Spec) {
 	_, _, js := natsForTest(t)
-	ctx := t.Context()
 	s := fastSpec(t)
-	if err := Setup(ctx, js, s, SetupOptions{}); err != nil {
+	if err := Setup(t.Context(), js, s, SetupOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("POST /v1/ingest/{stream}", NewIngester(js, s, NewMetrics(prometheus.NewRegistry())))
 	srv := httptest.NewServer(mux)
-	defer srv.Close()
+	t.Cleanup(srv.Close)
+	return srv, js, s
+}
+
+func TestIngestHTTP(t *testing.T) {
+	srv, js, s := ingestServer(t)
+	ctx := t.Context()
 
 	now := time.Now().UTC()
 	body := strings.Join([]string{
