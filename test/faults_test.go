@@ -35,7 +35,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // stack is everything the suite runs, with what it takes to restart each
 // part on the same data and ports.
 type stack struct {
-	t        *testing.T
+	t        testing.TB
 	dir, bin string
 	spec     *spec.Spec
 	env      []string
@@ -58,7 +58,7 @@ type stack struct {
 	invalid int      // malformed events published
 }
 
-func ports(t *testing.T, n int) []int {
+func ports(t testing.TB, n int) []int {
 	out := make([]int, n)
 	for i := range out {
 		p, err := devstack.FreePort()
@@ -70,7 +70,7 @@ func ports(t *testing.T, n int) []int {
 	return out
 }
 
-func startStack(t *testing.T) *stack {
+func startStack(t testing.TB) *stack {
 	ctx := t.Context()
 	s := &stack{t: t, dir: t.TempDir(), bin: stacktest.BuildTideline(t), spec: stacktest.FastSpec(t), procs: map[string]*exec.Cmd{}, args: map[string][]string{}}
 	p := ports(t, 8)
@@ -116,7 +116,8 @@ func startStack(t *testing.T) *stack {
 	s.serveURL = fmt.Sprintf("http://127.0.0.1:%d", p[7])
 	s.args["stream"] = []string{"stream", "--http", fmt.Sprintf("127.0.0.1:%d", p[5])}
 	s.args["worker"] = []string{"worker", "--http", fmt.Sprintf("127.0.0.1:%d", p[6]), "--chunk", "5000"}
-	s.args["serve"] = []string{"serve", "--http", fmt.Sprintf("127.0.0.1:%d", p[7])}
+	// A soak makes views of millions of windows; check reads them whole.
+	s.args["serve"] = []string{"serve", "--http", fmt.Sprintf("127.0.0.1:%d", p[7]), "--max-rows", "50000000", "--query-timeout", "2m"}
 	for _, name := range []string{"stream", "worker", "serve"} {
 		s.start(name)
 	}
@@ -306,7 +307,7 @@ func (s *stack) oracle() *sql.DB {
 }
 
 // soak is how long `make soak` repeats rounds: TIDELINE_SOAK, or none.
-func soak(t *testing.T) time.Duration {
+func soak(t testing.TB) time.Duration {
 	v := os.Getenv("TIDELINE_SOAK")
 	if v == "" {
 		return 0
