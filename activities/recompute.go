@@ -175,8 +175,9 @@ func (a *Activities) Recompute(ctx context.Context, in PartitionInput) (Recomput
 	newFile := lake.File{Key: res.Key, Partition: ps.Partition, Rows: res.Rows, Bytes: st.Size(), ETag: info.ETag}
 
 	old := s.batchFiles[ps.Partition]
-	if len(old) > 0 && p.Start.Before(s.tideline) {
-		// Served from batch already: what changes is a correction.
+	if p.Start.Before(s.tideline) {
+		// Served from batch already (nothing, if the tideline passed the
+		// partition empty): what changes is a correction.
 		if res.Corrections, err = a.correctBatch(ctx, v, old, newFile, p); err != nil {
 			return res, err
 		}
@@ -307,8 +308,13 @@ func (a *Activities) correctBatch(ctx context.Context, v *spec.View, old []lake.
 		return 0, nil
 	}
 	// Keyed by what is replaced: only one commit can remove it, so the
-	// correction is recorded once however often this is retried.
-	key := fmt.Sprintf("%s/%s/batch-%s", lake.CorrectionsTable(v.Name), p.Path(), filepath.Base(old[0].Key))
+	// correction is recorded once however often this is retried. With
+	// nothing replaced, by the new file, whose key is fixed by its input.
+	replaced := "none-" + filepath.Base(newFile.Key)
+	if len(old) > 0 {
+		replaced = filepath.Base(old[0].Key)
+	}
+	key := fmt.Sprintf("%s/%s/batch-%s", lake.CorrectionsTable(v.Name), p.Path(), replaced)
 	if err := a.recordCorrections(ctx, v, map[string]correctionFile{key: {p.Path(), rows}}); err != nil {
 		return 0, err
 	}

