@@ -212,7 +212,9 @@ func (p *Processor) Run(ctx context.Context) error {
 				continue
 			}
 			p.mu.Lock()
-			p.pending = max(p.pending, last-seq) // not caught up: idle must not move event time
+			if p.op.Seq == seq { // nothing applied since: a real backlog, and idle must not move event time
+				p.pending = max(p.pending, last-seq)
+			}
 			p.mu.Unlock()
 			if quiet < stallAfter {
 				continue
