@@ -3,12 +3,10 @@ package faults
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -260,23 +258,7 @@ func (s *stack) failWithLogs(format string, args ...any) {
 	s.t.Fatalf(format, args...)
 }
 
-func (s *stack) get(path string, out any) error {
-	resp, err := http.Get(s.serveURL + path)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, body)
-	}
-	if out == nil {
-		return nil
-	}
-	d := json.NewDecoder(resp.Body)
-	d.UseNumber()
-	return d.Decode(out)
-}
+func (s *stack) get(path string, out any) error { return stacktest.Get(s.serveURL+path, out) }
 
 func (s *stack) query(q string) ([][]any, error) { return stacktest.Query(s.serveURL, q) }
 

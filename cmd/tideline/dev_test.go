@@ -61,18 +61,7 @@ func TestDevBringsUpTheWholeSystem(t *testing.T) {
 		}
 		t.Fatalf(format+"\n--- tideline dev ---\n%s", append(args, out)...)
 	}
-	get := func(path string, out any) error {
-		resp, err := http.Get("http://" + api + path)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			body, _ := io.ReadAll(resp.Body)
-			return fmt.Errorf("GET %s: %s: %s", path, resp.Status, body)
-		}
-		return json.NewDecoder(resp.Body).Decode(out)
-	}
+	get := func(path string, out any) error { return stacktest.Get("http://"+api+path, out) }
 	query := func(sql string) ([][]any, error) { return stacktest.Query("http://"+api, sql) }
 
 	checks := map[string]func() error{

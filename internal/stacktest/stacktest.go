@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -184,6 +185,26 @@ func Chromium(t testing.TB) string {
 	}
 	t.Skip(msg)
 	return ""
+}
+
+// Get fetches url and decodes its JSON answer into out (numbers as
+// json.Number; nil skips the body), or says what the server answered.
+func Get(url string, out any) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("GET %s: %s: %s", url, resp.Status, body)
+	}
+	if out == nil {
+		return nil
+	}
+	d := json.NewDecoder(resp.Body)
+	d.UseNumber()
+	return d.Decode(out)
 }
 
 // Query sends one SQL statement to a serve process's POST /v1/query and
