@@ -505,8 +505,8 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 		return err
 	}
 	p.mu.Lock()
-	data, err := p.op.Checkpoint()
-	seq := p.op.Seq
+	snap := p.op.Snapshot() // encoded in write, off the lock
+	seq := snap.Seq()
 	p.sinceCkpt = 0
 	for k, u := range p.ckptFailed {
 		if _, newer := p.kvPending[k]; !newer {
@@ -517,9 +517,6 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 	dlq := p.dlq
 	p.dlq = nil
 	p.mu.Unlock()
-	if err != nil {
-		return err
-	}
 	// Final windows are written at every checkpoint; open ones at most
 	// every KVEvery, since live readers have the subject.
 	wm := p.kvWatermark
@@ -594,6 +591,10 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 				}
 			}
 			p.wmWritten = wm
+		}
+		data, err := snap.Encode()
+		if err != nil {
+			return err
 		}
 		if err := p.ckpt.save(ctx, seq, data); err != nil {
 			return err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/gob"
 	"fmt"
+	"maps"
 	"sort"
 
 	"github.com/klauspost/compress/zstd"
@@ -45,29 +46,58 @@ var (
 
 // Checkpoint encodes the operator's state (compressed). Call it after Drain,
 // so no update is pending.
-func (op *Operator) Checkpoint() ([]byte, error) {
+func (op *Operator) Checkpoint() ([]byte, error) { return op.Snapshot().Encode() }
+
+// Snapshot is the operator's state at one moment, taken cheaply so a caller
+// holding the operator's lock can encode it after releasing it.
+type Snapshot struct{ s state }
+
+// Snapshot copies what Apply and Drain change (the accumulators, and the
+// dedup index's map, whose slices are only appended to). Call it after
+// Drain, so no update is pending.
+func (op *Operator) Snapshot() Snapshot {
 	s := state{Stream: op.st.Name, Seq: op.Seq, MaxEvent: op.MaxEvent, Watermark: op.Watermark}
+	cells := 0
+	for _, vs := range op.views {
+		for _, g := range vs.groups {
+			cells += len(g.wins) * len(vs.v.Measures)
+		}
+	}
+	flat := make([]spec.Cell, 0, cells) // one allocation for every accumulator
 	for _, vs := range op.views {
 		snap := viewSnapshot{Name: vs.v.Name, Late: vs.late}
 		for _, g := range vs.groups {
 			for _, w := range g.wins {
-				snap.Windows = append(snap.Windows, windowSnapshot{Start: w.start, Dims: w.dims, Acc: w.acc})
+				at := len(flat)
+				flat = append(flat, w.acc...)
+				snap.Windows = append(snap.Windows, windowSnapshot{Start: w.start, Dims: w.dims, Acc: spec.Accumulator(flat[at:len(flat):len(flat)])})
 			}
 		}
 		s.Views = append(s.Views, snap)
 	}
-	s.SeenSeq = op.seenSeq
+	s.SeenSeq = maps.Clone(op.seenSeq)
 	if len(op.seen) <= op.MaxCheckpointIDs {
-		s.Seen = op.seenByTime
+		s.Seen = make(map[int64][]uint64, len(op.seenByTime))
+		for sec, ids := range op.seenByTime {
+			s.Seen[sec] = ids[:len(ids):len(ids)]
+		}
 	} else {
 		s.SeenFromSeq = op.Seq
 		for _, seq := range op.seenSeq {
 			s.SeenFromSeq = min(s.SeenFromSeq, seq)
 		}
 	}
+	return Snapshot{s}
+}
+
+// Seq is the last stream sequence the snapshot holds.
+func (s Snapshot) Seq() uint64 { return s.s.Seq }
+
+// Encode serializes and compresses the snapshot; it may run beside Apply.
+func (s Snapshot) Encode() ([]byte, error) {
 	var buf bytes.Buffer
-	if err := gob.NewEncoder(&buf).Encode(&s); err != nil {
-		return nil, fmt.Errorf("cannot encode checkpoint of stream %s: %w", op.st.Name, err)
+	if err := gob.NewEncoder(&buf).Encode(&s.s); err != nil {
+		return nil, fmt.Errorf("cannot encode checkpoint of stream %s: %w", s.s.Stream, err)
 	}
 	return zenc.EncodeAll(buf.Bytes(), nil), nil
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -246,15 +247,32 @@ func (s *stack) waitFor(what string, timeout time.Duration, check func() error) 
 	}
 }
 
+// failWithLogs fails with the tail of each process's log, and keeps the
+// whole logs and the stream processor's and worker's goroutine stacks in
+// test/artifacts/faults/ for a stall that needs reading.
 func (s *stack) failWithLogs(format string, args ...any) {
 	s.t.Helper()
+	keep := stacktest.Artifact(s.t, "faults")
+	_ = os.RemoveAll(keep)
+	_ = os.MkdirAll(keep, 0o755)
 	for _, name := range []string{"stream", "worker", "serve"} {
 		data, _ := os.ReadFile(filepath.Join(s.dir, name+".log"))
+		_ = os.WriteFile(filepath.Join(keep, name+".log"), data, 0o644)
 		if len(data) > 4000 {
 			data = data[len(data)-4000:]
 		}
 		s.t.Logf("--- %s.log (tail) ---\n%s", name, data)
 	}
+	for _, name := range []string{"stream", "worker"} {
+		resp, err := http.Get("http://" + s.args[name][2] + "/debug/pprof/goroutine?debug=2")
+		if err != nil {
+			continue
+		}
+		stacks, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		_ = os.WriteFile(filepath.Join(keep, name+".goroutines"), stacks, 0o644)
+	}
+	s.t.Logf("whole logs and goroutine stacks in %s", keep)
 	s.t.Fatalf(format, args...)
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"time"
@@ -125,11 +126,17 @@ func (t *temporalFlags) dial(ctx context.Context) (client.Client, error) {
 	return c, nil
 }
 
-// opsMux has /metrics for reg and /healthz, what every process serves.
+// opsMux has /metrics for reg, /healthz and /debug/pprof, what the stream,
+// worker and score processes serve.
 func opsMux(reg *prometheus.Registry) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metricsHandler(reg))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	// The Go profiler, for a process that is stuck or slow: for example
+	// curl 'localhost:8082/debug/pprof/goroutine?debug=2' for every stack.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return mux
 }
 
