@@ -147,8 +147,43 @@ type AwaitInput struct {
 	WorkflowID string `json:"workflow_id"`
 }
 
-// AwaitWorkflow waits for a workflow another run started (a backfill
-// partition already running) and returns its error, heartbeating meanwhile.
+// WorkflowStatus is whether a workflow has ended, and how.
+type WorkflowStatus struct {
+	Closed bool   `json:"closed"`
+	Error  string `json:"error,omitempty"` // why it failed, if it did
+}
+
+// CheckWorkflow looks once at a workflow another run started (a backfill
+// partition already running). The Backfill workflow calls it between
+// timers, so waiting holds no activity slot: a slot held while waiting
+// could be the one the awaited partition's recompute, or the compaction
+// that seals it, needs.
+func (a *Activities) CheckWorkflow(ctx context.Context, in AwaitInput) (WorkflowStatus, error) {
+	if a.Temporal == nil {
+		return WorkflowStatus{}, temporal.NewNonRetryableApplicationError("cannot look at workflow "+in.WorkflowID+": the worker has no Temporal client", ErrTypeBadInput, nil)
+	}
+	d, err := a.Temporal.DescribeWorkflowExecution(ctx, in.WorkflowID, "")
+	if err != nil {
+		return WorkflowStatus{}, fmt.Errorf("cannot look up workflow %s: %w", in.WorkflowID, err)
+	}
+	switch d.GetWorkflowExecutionInfo().GetStatus() {
+	case enums.WORKFLOW_EXECUTION_STATUS_RUNNING, enums.WORKFLOW_EXECUTION_STATUS_CONTINUED_AS_NEW:
+		return WorkflowStatus{}, nil
+	case enums.WORKFLOW_EXECUTION_STATUS_COMPLETED:
+		return WorkflowStatus{Closed: true}, nil
+	}
+	// It ended badly: its error says why (the run has closed, so Get
+	// returns at once).
+	err = a.Temporal.GetWorkflow(ctx, in.WorkflowID, d.GetWorkflowExecutionInfo().GetExecution().GetRunId()).Get(ctx, nil)
+	if err == nil {
+		err = fmt.Errorf("it ended %s", d.GetWorkflowExecutionInfo().GetStatus())
+	}
+	return WorkflowStatus{Closed: true, Error: fmt.Sprintf("workflow %s failed: %v", in.WorkflowID, err)}, nil
+}
+
+// AwaitWorkflow waits for a workflow another run started and returns its
+// error, heartbeating meanwhile. Only histories recorded before
+// CheckWorkflow call it: it holds an activity slot while it waits.
 func (a *Activities) AwaitWorkflow(ctx context.Context, in AwaitInput) error {
 	if a.Temporal == nil {
 		return temporal.NewNonRetryableApplicationError("cannot wait for workflow "+in.WorkflowID+": the worker has no Temporal client", ErrTypeBadInput, nil)

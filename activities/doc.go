@@ -12,7 +12,7 @@
 //   - Advance moves the view's tideline over the partitions that are sealed
 //     and current, and records corrections: where batch replaced a window the
 //     speed layer served with a different value.
-//   - Backfill planning (BackfillPlan) and AwaitWorkflow serve the Backfill
+//   - Backfill planning (BackfillPlan) and CheckWorkflow serve the Backfill
 //     workflow.
 //
 // Decisions, written down here because the design leaves them open:

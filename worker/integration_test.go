@@ -113,7 +113,10 @@ func (h *harness) startWorker() *activities.Activities {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	w := New(h.tc, acts, sdkworker.Options{})
+	// Few slots, as a real worker has (tideline worker --activities 4): a
+	// step that waits while holding one, for another that needs one,
+	// deadlocks here as it would there.
+	w := New(h.tc, acts, sdkworker.Options{MaxConcurrentActivityExecutionSize: 2})
 	if err := w.Start(); err != nil {
 		h.t.Fatal(err)
 	}

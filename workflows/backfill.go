@@ -202,13 +202,34 @@ func runPartition(ctx workflow.Context, item activities.BackfillItem) error {
 	})
 	err := workflow.ExecuteChildWorkflow(cctx, BackfillPartition, BackfillPartitionInput{View: item.View, Partition: item.Partition}).Get(ctx, nil)
 	var started *temporal.ChildWorkflowExecutionAlreadyStartedError
-	if errors.As(err, &started) {
+	if !errors.As(err, &started) {
+		return err
+	}
+	in := activities.AwaitInput{WorkflowID: id}
+	if workflow.GetVersion(ctx, "await-without-slot", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
 		wctx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 			StartToCloseTimeout: 24 * time.Hour, HeartbeatTimeout: 30 * time.Second, RetryPolicy: retry,
 		})
-		return workflow.ExecuteActivity(wctx, a.AwaitWorkflow, activities.AwaitInput{WorkflowID: id}).Get(ctx, nil)
+		return workflow.ExecuteActivity(wctx, a.AwaitWorkflow, in).Get(ctx, nil)
 	}
-	return err
+	// Look, then sleep, doubling up to a minute: the wait holds no
+	// activity slot (see CheckWorkflow), and a day of it adds about 6,000
+	// events to the history.
+	for wait := 2 * time.Second; ; wait = min(2*wait, time.Minute) {
+		var st activities.WorkflowStatus
+		if err := workflow.ExecuteLocalActivity(withReads(ctx), a.CheckWorkflow, in).Get(ctx, &st); err != nil {
+			return err
+		}
+		if st.Closed {
+			if st.Error != "" {
+				return temporal.NewNonRetryableApplicationError(st.Error, "PartitionFailed", nil)
+			}
+			return nil
+		}
+		if err := workflow.Sleep(ctx, wait); err != nil {
+			return err
+		}
+	}
 }
 
 // BackfillPartition waits until compaction has sealed the partition, so it
