@@ -8,12 +8,16 @@ cd "$(dirname "$0")/.."
 count=${COUNT:-3}
 raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
-go test -run '^$' -bench . -benchmem -count "$count" ./... | tee "$raw" | grep -E '^(Benchmark|ok|FAIL)' >&2
+# One package at a time: two packages' benchmarks running at once on a small
+# machine would measure each other. The memory peak runs the whole stack and
+# reports a peak, not a time: once is enough.
+go test -p 1 -run '^$' -bench . -skip BenchmarkMemoryPeak -benchmem -count "$count" ./... | tee "$raw" | grep -E '^(Benchmark|ok|FAIL)' >&2
+go test -run '^$' -bench BenchmarkMemoryPeak -count 1 ./test | tee -a "$raw" | grep -E '^(Benchmark|ok|FAIL)' >&2
 cpu=$(grep -m1 '^cpu:' "$raw" | cut -d' ' -f2- || true)
 {
   echo "# Benchmarks"
   echo
-  echo "Written by \`make bench\` on $(date -u +%Y-%m-%d): \`go test -run '^\$' -bench . -benchmem -count $count ./...\`, median of the $count runs. Do not edit by hand."
+  echo "Written by \`make bench\` on $(date -u +%Y-%m-%d): \`go test -p 1 -run '^\$' -bench . -skip BenchmarkMemoryPeak -benchmem -count $count ./...\`, median of the $count runs, then \`go test -run '^\$' -bench BenchmarkMemoryPeak -count 1 ./test\` once. Do not edit by hand."
   echo
   echo "Machine: ${cpu:-unknown CPU}, $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(go version | cut -d' ' -f3)."
   echo

@@ -1,8 +1,11 @@
 package faults
 
 import (
+	"database/sql"
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -135,8 +138,82 @@ func check(t *testing.T, s *stack) {
 		sum, _ := rows[0][0].(json.Number).Int64()
 		if uint64(sum) != late[v.Name] {
 			t.Errorf("view %s: corrections add %d payments; the speed layer counted %d late events", v.Name, sum, late[v.Name])
+			s.explainCorrections(db, v)
 		} else {
 			t.Logf("view %s: %d late events, all accounted for by corrections", v.Name, sum)
+		}
+	}
+}
+
+// explainCorrections logs the windows of a tumbling view whose corrections
+// do not add up to batch (the oracle) minus what the speed layer served,
+// for a count that does not match.
+func (s *stack) explainCorrections(db *sql.DB, v *spec.View) {
+	var dims, dimsJSON []string
+	for _, c := range v.GroupBy {
+		dims = append(dims, fmt.Sprintf("CAST(%s AS VARCHAR)", spec.QuoteIdent(c.Name)))
+		dimsJSON = append(dimsJSON, fmt.Sprintf("json_extract_string(dims, '$.%s')", c.Name))
+	}
+	type sums struct{ oracle, speed, corrections int64 }
+	by := map[string]*sums{}
+	add := func(rows [][]any, f func(*sums, int64)) {
+		for _, r := range rows {
+			var key []string
+			for _, x := range r[:len(r)-1] {
+				if t, ok := x.(time.Time); ok {
+					x = t.UTC().Format(time.RFC3339Nano)
+				}
+				key = append(key, fmt.Sprint(x))
+			}
+			k := strings.Join(key, "|")
+			if by[k] == nil {
+				by[k] = &sums{}
+			}
+			n, _ := strconv.ParseInt(fmt.Sprint(r[len(r)-1]), 10, 64)
+			f(by[k], n)
+		}
+	}
+	fromServe := func(q string) [][]any {
+		rows, err := s.query(q)
+		if err != nil {
+			s.t.Logf("explaining corrections: %v", err)
+		}
+		// serve answers times as RFC 3339 text; make them time.Time.
+		for _, r := range rows {
+			if t, err := time.Parse(time.RFC3339Nano, fmt.Sprint(r[0])); err == nil {
+				r[0] = t
+			}
+		}
+		return rows
+	}
+	q := fmt.Sprintf("SELECT window_start, %s, payments FROM (%s)", strings.Join(dims, ", "), v.SQL("events"))
+	rs, err := db.QueryContext(s.t.Context(), q)
+	if err != nil {
+		s.t.Logf("explaining corrections: %v", err)
+		return
+	}
+	var oracleRows [][]any
+	for rs.Next() {
+		r := make([]any, len(dims)+2)
+		ptrs := make([]any, len(r))
+		for i := range r {
+			ptrs[i] = &r[i]
+		}
+		if err := rs.Scan(ptrs...); err != nil {
+			s.t.Logf("explaining corrections: %v", err)
+			return
+		}
+		oracleRows = append(oracleRows, r)
+	}
+	rs.Close()
+	add(oracleRows, func(x *sums, n int64) { x.oracle += n })
+	add(fromServe(fmt.Sprintf("SELECT window_start, %s, payments FROM %s", strings.Join(dims, ", "), spec.QuoteIdent("speed_"+v.Name))), func(x *sums, n int64) { x.speed += n })
+	add(fromServe(fmt.Sprintf("SELECT window_start, %s, sum(delta) FROM %s WHERE measure = 'payments' GROUP BY ALL", strings.Join(dimsJSON, ", "), spec.QuoteIdent(serve.CorrectionsViewName(v.Name)))), func(x *sums, n int64) { x.corrections += n })
+	shown := 0
+	for k, x := range by {
+		if x.oracle-x.speed != x.corrections && shown < 20 {
+			s.t.Logf("view %s window %s: oracle %d, speed served %d, corrections add %d", v.Name, k, x.oracle, x.speed, x.corrections)
+			shown++
 		}
 	}
 }

@@ -5,6 +5,6 @@
 // are injected while it runs. When the run settles, every view is held to
 // DuckDB's answer straight from the generator's --out files.
 //
-// `make test` runs the short version (one round of each fault);
+// `make test` runs the short version (one round of each fault) last;
 // `make soak` repeats rounds for TIDELINE_SOAK (default 30m).
 package faults
