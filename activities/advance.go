@@ -110,11 +110,23 @@ func (a *Activities) Advance(ctx context.Context, in ViewInput) (AdvanceResult, 
 	if err := a.recordCorrections(ctx, v, files); err != nil {
 		return res, err
 	}
+	// The move is conditional on the tideline and on the batch files of
+	// every partition it passes being the ones the corrections were drawn
+	// from: a recompute landing in between (late data) would otherwise
+	// pass unrecorded, served from batch while corrected for older values.
+	read := map[string][]string{}
+	for _, p := range passed {
+		read[p.Path()] = []string{}
+		for _, f := range s.batchFiles[p.Path()] {
+			read[p.Path()] = append(read[p.Path()], f.Key)
+		}
+	}
 	_, err = a.viewTable(v).Commit(ctx, lake.Commit{Op: "advance",
 		Props:   map[string]string{PropTideline: formatTime(t)},
-		IfProps: map[string]string{PropTideline: s.batch.Props[PropTideline]}})
+		IfProps: map[string]string{PropTideline: s.batch.Props[PropTideline]},
+		IfFiles: read})
 	if errors.Is(err, lake.ErrConflict) {
-		return res, fmt.Errorf("cannot move the tideline of view %s: another advance moved it first; retrying reads it again: %w", v.Name, err)
+		return res, fmt.Errorf("cannot move the tideline of view %s: another advance or a recompute changed it first; retrying reads it again: %w", v.Name, err)
 	}
 	if err != nil {
 		return res, fromLake(err)

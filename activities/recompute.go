@@ -182,8 +182,12 @@ func (a *Activities) Recompute(ctx context.Context, in PartitionInput) (Recomput
 			return res, err
 		}
 	}
+	// Conditional on the tideline read: whether the change is a correction
+	// was decided by it, and an advance passing this partition in between
+	// would leave the change unrecorded.
 	commit := lake.Commit{Op: "recompute", Add: []lake.File{newFile}, Partitions: []string{ps.Partition}, Replace: true,
-		Meta: map[string]string{"mark": m, "raw_version": strconv.FormatInt(s.raw.Version, 10), "events": strconv.FormatInt(res.Events, 10)}}
+		Meta:    map[string]string{"mark": m, "raw_version": strconv.FormatInt(s.raw.Version, 10), "events": strconv.FormatInt(res.Events, 10)},
+		IfProps: map[string]string{PropTideline: s.batch.Props[PropTideline]}}
 	for _, f := range old {
 		commit.Remove = append(commit.Remove, f.Key)
 	}

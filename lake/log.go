@@ -72,6 +72,11 @@ type Commit struct {
 	// value ("" for unset) in the snapshot it lands on, or the commit fails
 	// with ErrConflict. It is compare-and-swap for Props.
 	IfProps map[string]string `json:"if_props,omitempty"`
+	// IfFiles makes the commit conditional on what is live in partitions:
+	// in each, exactly these files (none, for an empty list), as when the
+	// writer read them, or the commit fails with ErrConflict. A commit that
+	// records a conclusion drawn from a partition's files uses it.
+	IfFiles map[string][]string `json:"if_files,omitempty"`
 }
 
 // Snapshot is a table's log replayed up to Version. It is immutable.
@@ -181,6 +186,16 @@ func (s *Snapshot) check(c *Commit) error {
 	for k, want := range c.IfProps {
 		if got := s.Props[k]; got != want {
 			return fmt.Errorf("cannot commit to %s: %w: property %s is %q at version %d, not %q", s.Table, ErrConflict, k, got, s.Version, want)
+		}
+	}
+	for p, want := range c.IfFiles {
+		var got []string
+		for _, f := range s.In(p) {
+			got = append(got, f.Key)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, slices.Sorted(slices.Values(want))) {
+			return fmt.Errorf("cannot commit to %s: %w: partition %s holds %d file(s) at version %d, not the %d read", s.Table, ErrConflict, p, len(got), s.Version, len(want))
 		}
 	}
 	return nil

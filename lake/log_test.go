@@ -64,9 +64,20 @@ func TestTableCommitRules(t *testing.T) {
 			if _, err := tbl.Commit(ctx, Commit{Op: "advance", Props: map[string]string{"tideline": "5"}, IfProps: map[string]string{"tideline": ""}}); !errors.Is(err, ErrConflict) {
 				t.Errorf("stale tideline move: %v, want ErrConflict", err)
 			}
+			// IfFiles: a conclusion drawn from a partition's files lands only
+			// while they are what is live there (q holds q2; r holds none).
+			if _, err := tbl.Commit(ctx, Commit{Op: "advance", Props: map[string]string{"tideline": "20"}, IfFiles: map[string][]string{"q": {"q1"}}}); !errors.Is(err, ErrConflict) {
+				t.Errorf("advance over a partition recomputed since: %v, want ErrConflict", err)
+			}
+			if _, err := tbl.Commit(ctx, Commit{Op: "advance", Props: map[string]string{"tideline": "20"}, IfFiles: map[string][]string{"q": {}}}); !errors.Is(err, ErrConflict) {
+				t.Errorf("advance over a partition read empty that has a file since: %v, want ErrConflict", err)
+			}
+			if snap, err = tbl.Commit(ctx, Commit{Op: "advance", Props: map[string]string{"tideline": "20"}, IfFiles: map[string][]string{"q": {"q2"}, "r": {}}}); err != nil || snap.Props["tideline"] != "20" {
+				t.Fatalf("advance over partitions as read: %+v, %v", snap, err)
+			}
 			// A fresh reader, in another process say, sees the same table.
 			again, err := OpenTable(s, "raw/rules").Snapshot(ctx)
-			if err != nil || again.Version != snap.Version || len(again.Files) != 2 || again.HighSeq != 100 || again.Props["tideline"] != "10" {
+			if err != nil || again.Version != snap.Version || len(again.Files) != 2 || again.HighSeq != 100 || again.Props["tideline"] != "20" {
 				t.Errorf("fresh reader: %+v, %v; want version %d", again, err, snap.Version)
 			}
 		})
