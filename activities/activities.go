@@ -50,9 +50,14 @@ type Config struct {
 	// ClockSkew is how far the worker's clock may be ahead of the NATS
 	// server's (default 1s).
 	ClockSkew time.Duration
-	Metrics   *Metrics
-	Log       *slog.Logger
-	Now       func() time.Time // time.Now if nil
+	// SpeedGrace is how long the speed layer may go without writing its
+	// watermark before Advance stops waiting for it to close a partition's
+	// windows (default 2m): a stopped speed layer does not hold the
+	// tideline for ever.
+	SpeedGrace time.Duration
+	Metrics    *Metrics
+	Log        *slog.Logger
+	Now        func() time.Time // time.Now if nil
 }
 
 // Validate checks the config and fills in defaults.
@@ -84,6 +89,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ClockSkew <= 0 {
 		c.ClockSkew = time.Second
+	}
+	if c.SpeedGrace <= 0 {
+		c.SpeedGrace = 2 * time.Minute
 	}
 	if c.Metrics == nil {
 		c.Metrics = NewMetrics(prometheus.NewRegistry())

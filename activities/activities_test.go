@@ -1,10 +1,12 @@
 package activities
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -179,8 +181,24 @@ func TestSealingHoldsRecomputeAndTheTideline(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A running speed layer that has not closed the partition's windows
+	// holds the tideline: what it served is not final yet.
+	kv, err := f.js.KeyValue(ctx, stream.ViewBucket(view))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wm, _ := json.Marshal(stream.WatermarkJSON{Watermark: start})
+	if _, err := kv.Put(ctx, stream.WatermarkKey, wm); err != nil {
+		t.Fatal(err)
+	}
+	if adv, err = run[AdvanceResult](f, f.acts.Advance, ViewInput{View: view}); err != nil || !adv.To.Before(start.Add(time.Minute)) || !strings.Contains(adv.Waiting, "speed layer") {
+		t.Errorf("advance with the speed layer behind: %+v, %v; want it held, waiting for the speed layer", adv, err)
+	}
+	// One that has not written its watermark for SpeedGrace is stopped,
+	// and holds nothing.
+	f.now = f.now.Add(f.acts.SpeedGrace + time.Minute)
 	if adv, err = run[AdvanceResult](f, f.acts.Advance, ViewInput{View: view}); err != nil || adv.To.Before(start.Add(time.Minute)) {
-		t.Errorf("advance after sealing: %+v, %v", adv, err)
+		t.Errorf("advance after sealing, the speed layer stopped: %+v, %v", adv, err)
 	}
 	// Recompute of a current partition does nothing (I4).
 	snap, _ := lake.OpenTable(f.acts.Store, lake.ViewTable(view)).Snapshot(ctx)

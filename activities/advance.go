@@ -76,14 +76,22 @@ func (a *Activities) Advance(ctx context.Context, in ViewInput) (AdvanceResult, 
 	// Corrections first: they are keyed by partition, so a retry after a
 	// crash between the two commits records nothing twice.
 	files := map[string]correctionFile{}
-	watermark, err := a.speedWatermark(ctx, v)
+	watermark, written, err := a.speedWatermark(ctx, v)
 	if err != nil {
 		return res, err
 	}
+	// A running speed layer closes every window of a partition before the
+	// tideline passes it, so what it served is final and the corrections
+	// are exactly what late data changed; one behind (restarting, catching
+	// up) would otherwise be corrected for what it had not read yet, or
+	// not at all for windows it had not reached. One that has not written
+	// its watermark for SpeedGrace is taken as stopped.
+	speedRunning := !written.IsZero() && a.Now().Sub(written) < a.SpeedGrace
+	held := -1
 	// Reading batch and speed windows can take long on a busy machine; the
 	// heartbeat must not wait for a whole partition.
 	err = heartbeating(ctx, "correcting", func() error {
-		for _, p := range passed {
+		for i, p := range passed {
 			batchFiles := s.batchFiles[p.Path()]
 			if len(batchFiles) == 0 {
 				continue
@@ -91,6 +99,11 @@ func (a *Activities) Advance(ctx context.Context, in ViewInput) (AdvanceResult, 
 			batch, err := a.readBatch(ctx, v, batchFiles, p.Start, p.End())
 			if err != nil {
 				return err
+			}
+			if need := lastClose(v, batch); speedRunning && watermark.Before(need) {
+				held = i
+				res.Waiting = fmt.Sprintf("partition %s: the speed layer has not closed its windows yet (its watermark is %s, it needs %s)", p.Path(), formatTime(watermark), formatTime(need))
+				return nil
 			}
 			speed, err := a.readSpeed(ctx, v, p.Start, p.End())
 			if err != nil {
@@ -106,6 +119,14 @@ func (a *Activities) Advance(ctx context.Context, in ViewInput) (AdvanceResult, 
 	})
 	if err != nil {
 		return res, err
+	}
+	if held >= 0 {
+		t = passed[held].Start
+		passed = passed[:held]
+		res.To, res.Passed = t, len(passed)
+		if t.Equal(s.tideline) {
+			return res, nil
+		}
 	}
 	if err := a.recordCorrections(ctx, v, files); err != nil {
 		return res, err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -134,26 +135,39 @@ func (a *Activities) readBatch(ctx context.Context, v *spec.View, files []lake.F
 // speedWatermark is the speed layer's watermark for v from its bucket's
 // WatermarkKey: every window it closed is in the bucket. It is zero when
 // the speed layer has closed nothing.
-func (a *Activities) speedWatermark(ctx context.Context, v *spec.View) (time.Time, error) {
+func (a *Activities) speedWatermark(ctx context.Context, v *spec.View) (wm, written time.Time, err error) {
 	kv, err := a.JS.KeyValue(ctx, stream.ViewBucket(v.Name))
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return time.Time{}, nil
+		return time.Time{}, time.Time{}, nil
 	}
 	if err != nil {
-		return time.Time{}, fmt.Errorf("cannot open KV bucket %s: %w", stream.ViewBucket(v.Name), err)
+		return time.Time{}, time.Time{}, fmt.Errorf("cannot open KV bucket %s: %w", stream.ViewBucket(v.Name), err)
 	}
 	e, err := kv.Get(ctx, stream.WatermarkKey)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return time.Time{}, nil // the speed layer has closed nothing yet
+		return time.Time{}, time.Time{}, nil // the speed layer has closed nothing yet
 	}
 	if err != nil {
-		return time.Time{}, fmt.Errorf("cannot read the watermark in KV bucket %s: %w", stream.ViewBucket(v.Name), err)
+		return time.Time{}, time.Time{}, fmt.Errorf("cannot read the watermark in KV bucket %s: %w", stream.ViewBucket(v.Name), err)
 	}
 	var w stream.WatermarkJSON
 	if err := json.Unmarshal(e.Value(), &w); err != nil {
-		return time.Time{}, fmt.Errorf("cannot parse the watermark in KV bucket %s (%q): %w", stream.ViewBucket(v.Name), e.Value(), err)
+		return time.Time{}, time.Time{}, fmt.Errorf("cannot parse the watermark in KV bucket %s (%q): %w", stream.ViewBucket(v.Name), e.Value(), err)
 	}
-	return w.Watermark, nil
+	return w.Watermark, e.Created(), nil
+}
+
+// lastClose is when the speed layer closes the last of these windows: its
+// watermark must reach the window's end plus the view's lateness.
+func lastClose(v *spec.View, ws windows) time.Time {
+	var last int64 = math.MinInt64
+	for _, w := range ws {
+		last = max(last, w.start+(v.Size+v.Lateness).Microseconds())
+	}
+	if last == math.MinInt64 {
+		return time.Time{}
+	}
+	return time.UnixMicro(last).UTC()
 }
 
 // readSpeed reads the speed layer's windows of v starting in [lo, hi) from

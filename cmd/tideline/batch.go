@@ -28,6 +28,7 @@ func workerCmd() *cobra.Command {
 	var httpAddr string
 	var noSchedules bool
 	var activitiesAtOnce, chunk int
+	var speedGrace time.Duration
 	cmd := &cobra.Command{
 		Use:   "worker",
 		Short: "Run the batch layer: a Temporal worker for compaction, backfill and tideline advance",
@@ -61,7 +62,7 @@ Its HTTP server has /metrics (Prometheus) and /healthz.`,
 			defer tc.Close()
 			reg := newRegistry()
 			acts, err := activities.New(activities.Config{
-				Spec: s, Store: store, JS: js, DB: db, Cache: cache, Temporal: tc, ChunkMessages: chunk,
+				Spec: s, Store: store, JS: js, DB: db, Cache: cache, Temporal: tc, ChunkMessages: chunk, SpeedGrace: speedGrace,
 				Metrics: activities.NewMetrics(reg), Log: slog.Default(),
 			})
 			if err != nil {
@@ -97,6 +98,7 @@ Its HTTP server has /metrics (Prometheus) and /healthz.`,
 	f.BoolVar(&noSchedules, "no-schedules", false, "do not create or update the compaction schedules")
 	f.IntVar(&activitiesAtOnce, "activities", 4, "most activities this worker runs at once")
 	f.IntVar(&chunk, "chunk", 250_000, "messages compaction commits at once")
+	f.DurationVar(&speedGrace, "speed-grace", 2*time.Minute, "how long the tideline waits for a speed layer that has stopped writing its watermark before passing partitions it has not closed")
 	return cmd
 }
 
