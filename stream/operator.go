@@ -39,8 +39,15 @@ type Update struct {
 // or size/hop for hopping windows, plus those waiting out lateness), so one
 // map lookup per event finds them all.
 type group struct {
-	dims []spec.Value
-	wins []*window
+	dims   []spec.Value
+	starts []int64 // wins[i].start, kept apart so the search reads one cache line
+	wins   []*window
+}
+
+// addWindow adds an open window to the group.
+func (g *group) addWindow(w *window) {
+	g.starts = append(g.starts, w.start)
+	g.wins = append(g.wins, w)
 }
 
 // window is one open window of one group.
@@ -234,15 +241,15 @@ func (op *Operator) closed(vs *viewState, start int64) bool {
 
 func (op *Operator) add(vs *viewState, g *group, start int64, row spec.Row) {
 	var w *window
-	for _, x := range g.wins {
-		if x.start == start {
-			w = x
+	for i, x := range g.starts {
+		if x == start {
+			w = g.wins[i]
 			break
 		}
 	}
 	if w == nil {
 		w = &window{start: start, dims: g.dims, acc: vs.v.NewAccumulator()}
-		g.wins = append(g.wins, w)
+		g.addWindow(w)
 		vs.minStart = min(vs.minStart, start)
 		op.open++
 	}
@@ -325,18 +332,18 @@ func (op *Operator) Drain(out []Update) []Update {
 		first := len(out)
 		vs.minStart = math.MaxInt64
 		for key, g := range vs.groups {
-			open := g.wins[:0]
+			open, starts := g.wins[:0], g.starts[:0]
 			for _, w := range g.wins {
 				if op.closed(vs, w.start) {
 					out = append(out, Update{View: vs.v, Start: w.start, Dims: w.dims, Measures: vs.v.Values(w.acc), Final: true})
 					op.open--
 				} else {
-					open = append(open, w)
+					open, starts = append(open, w), append(starts, w.start)
 					vs.minStart = min(vs.minStart, w.start)
 				}
 			}
 			clear(g.wins[len(open):])
-			if g.wins = open; len(open) == 0 {
+			if g.wins, g.starts = open, starts; len(open) == 0 {
 				delete(vs.groups, key)
 			}
 		}

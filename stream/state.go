@@ -145,7 +145,7 @@ func (op *Operator) Restore(data []byte) error {
 				g = &group{dims: w.Dims}
 				vs.groups[key] = g
 			}
-			g.wins = append(g.wins, &window{start: w.Start, dims: g.dims, acc: w.Acc})
+			g.addWindow(&window{start: w.Start, dims: g.dims, acc: w.Acc})
 			fresh.open++
 			vs.minStart = min(vs.minStart, w.Start)
 		}
