@@ -172,43 +172,60 @@ func lastClose(v *spec.View, ws windows) time.Time {
 
 // readSpeed reads the speed layer's windows of v starting in [lo, hi) from
 // its KV bucket. A missing bucket means the speed layer never ran.
+//
+// It reads with a consumer of its own that delivers the last value of each
+// key and knows from the start how many there are, so a read that stops
+// arriving fails (and the activity retries) instead of waiting for ever, as
+// the KV watcher's end-of-initial-values marker did after a NATS restart.
 func (a *Activities) readSpeed(ctx context.Context, v *spec.View, lo, hi time.Time) (windows, error) {
 	out := windows{}
-	kv, err := a.JS.KeyValue(ctx, stream.ViewBucket(v.Name))
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return out, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("cannot open KV bucket %s: %w", stream.ViewBucket(v.Name), err)
-	}
+	bucket := stream.ViewBucket(v.Name)
 	var filters []string
 	for s := lo.UnixMicro(); s < hi.UnixMicro(); s += v.Hop.Microseconds() {
-		filters = append(filters, strconv.FormatInt(s, 10)+".*")
+		filters = append(filters, "$KV."+bucket+"."+strconv.FormatInt(s, 10)+".*")
 	}
 	if len(filters) == 0 {
 		return out, nil
 	}
-	w, err := kv.WatchFiltered(ctx, filters, jetstream.IgnoreDeletes())
+	kvStream := "KV_" + bucket
+	cons, err := a.JS.CreateConsumer(ctx, kvStream, jetstream.ConsumerConfig{
+		FilterSubjects: filters, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
+		AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Minute, MemoryStorage: true,
+	})
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return out, nil
+	}
 	if err != nil {
-		return nil, fmt.Errorf("cannot read KV bucket %s: %w", stream.ViewBucket(v.Name), err)
+		return nil, fmt.Errorf("cannot read KV bucket %s: %w", bucket, err)
 	}
-	defer w.Stop()
-	for {
-		var e jetstream.KeyValueEntry
-		select {
-		case e = <-w.Updates():
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		if e == nil {
-			return out, nil // the initial values are all delivered
-		}
-		win, key, err := decodeSpeed(v, e.Value())
+	info := cons.CachedInfo()
+	defer func() { _ = a.JS.DeleteConsumer(context.WithoutCancel(ctx), kvStream, info.Name) }()
+	for left := info.NumPending; left > 0; {
+		batch, err := cons.Fetch(int(min(left, 1000)), jetstream.FetchMaxWait(10*time.Second))
 		if err != nil {
-			return nil, fmt.Errorf("cannot read window %s of KV bucket %s: %w", e.Key(), stream.ViewBucket(v.Name), err)
+			return nil, fmt.Errorf("cannot read KV bucket %s: %w", bucket, err)
 		}
-		out[key] = win
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			left--
+			if op := m.Headers().Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+				continue
+			}
+			win, key, err := decodeSpeed(v, m.Data())
+			if err != nil {
+				return nil, fmt.Errorf("cannot read window %s of KV bucket %s: %w", strings.TrimPrefix(m.Subject(), "$KV."+bucket+"."), bucket, err)
+			}
+			out[key] = win
+		}
+		if err := batch.Error(); err != nil {
+			return nil, fmt.Errorf("cannot read KV bucket %s: %w", bucket, err)
+		}
+		if got == 0 {
+			return nil, fmt.Errorf("cannot read KV bucket %s: %d of its windows not delivered within 10s; retrying", bucket, left)
+		}
 	}
+	return out, nil
 }
 
 func decodeSpeed(v *spec.View, data []byte) (*window, string, error) {
