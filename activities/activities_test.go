@@ -239,3 +239,77 @@ func isType(err error, typ string) bool {
 	var app *temporal.ApplicationError
 	return errors.As(err, &app) && app.Type() == typ
 }
+
+// TestRecomputeAfterSpeedCorrections: an advance has recorded a partition's
+// speed corrections, drawn from its batch file, and late data recomputes the
+// partition before the advance's move lands. The change is a correction of
+// its own, recorded once whether the recompute or the advance's retry sees
+// it first.
+func TestRecomputeAfterSpeedCorrections(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	view := "merchant_minute"
+	v := f.spec.View(view)
+	start := f.now.Add(-time.Hour).Truncate(time.Minute) // long past: sealed once compacted
+	f.publish(50, start, "on-time")
+	f.compact()
+	pending, err := run[PendingResult](f, f.acts.Pending, ViewInput{View: view})
+	if err != nil || len(pending.Stale) != 1 {
+		t.Fatalf("pending %+v, %v: want one stale partition", pending, err)
+	}
+	path := pending.Stale[0]
+	if _, err := run[RecomputeResult](f, f.acts.Recompute, PartitionInput{View: view, Partition: path}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := f.acts.readView(ctx, view) // what the advance read
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := lake.ParsePartition(path, v.Stream.Partition)
+	// The advance's speed corrections land (the speed layer served nothing).
+	if err := f.acts.recordCorrections(ctx, v, map[string]correctionFile{speedCorrectionsKey(v, p): {path, lake.NewRows(lake.CorrectionsSchema(), 0)}}); err != nil {
+		t.Fatal(err)
+	}
+	// Late data, then its recompute, above the tideline.
+	late := f.publish(20, start.Add(30*time.Second), "late")
+	f.compact()
+	r, err := run[RecomputeResult](f, f.acts.Recompute, PartitionInput{View: view, Partition: path})
+	if err != nil || r.Corrections == 0 {
+		t.Fatalf("recompute after the speed corrections: %+v, %v; want its change recorded", r, err)
+	}
+	// The advance's move loses to it and records what changed: already there.
+	if err := f.acts.correctReplaced(ctx, before, []lake.Partition{p}); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.correctedPayments(view, KindBatch); got != int64(late) {
+		t.Errorf("batch corrections add %d payments; the late data had %d", got, late)
+	}
+}
+
+// correctedPayments sums the count measure's corrections of one kind.
+func (f *fixture) correctedPayments(view, kind string) int64 {
+	f.t.Helper()
+	snap, err := lake.OpenTable(f.acts.Store, lake.CorrectionsTable(view)).Snapshot(f.t.Context())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	paths, err := f.acts.fetch(f.t.Context(), snap.List())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer f.acts.Cache.Unpin(paths)
+	var sum int64
+	q := fmt.Sprintf("SELECT coalesce(sum(delta), 0) FROM read_parquet([%s]) WHERE measure = 'payments' AND kind = %s", quoteList(paths), spec.QuoteString(kind))
+	if err := f.acts.DB.QueryRowContext(f.t.Context(), q).Scan(&sum); err != nil {
+		f.t.Fatal(err)
+	}
+	return sum
+}
+
+func quoteList(xs []string) string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = spec.QuoteString(x)
+	}
+	return strings.Join(out, ", ")
+}

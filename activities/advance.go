@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"tideline/lake"
+	"tideline/spec"
 )
 
 // AdvanceResult says how far a view's tideline moved.
@@ -111,7 +112,7 @@ func (a *Activities) Advance(ctx context.Context, in ViewInput) (AdvanceResult, 
 			}
 			rows, touched := diff(v, KindSpeed, speed, batch, watermark, a.Now())
 			if touched > 0 {
-				files[fmt.Sprintf("%s/%s/speed.parquet", lake.CorrectionsTable(v.Name), p.Path())] = correctionFile{p.Path(), rows}
+				files[speedCorrectionsKey(v, p)] = correctionFile{p.Path(), rows}
 				res.Corrections += touched
 			}
 		}
@@ -147,6 +148,9 @@ func (a *Activities) Advance(ctx context.Context, in ViewInput) (AdvanceResult, 
 		IfProps: map[string]string{PropTideline: s.batch.Props[PropTideline]},
 		IfFiles: read})
 	if errors.Is(err, lake.ErrConflict) {
+		if cerr := a.correctReplaced(ctx, s, passed); cerr != nil {
+			return res, cerr
+		}
 		return res, fmt.Errorf("cannot move the tideline of view %s: another advance or a recompute changed it first; retrying reads it again: %w", v.Name, err)
 	}
 	if err != nil {
@@ -156,4 +160,37 @@ func (a *Activities) Advance(ctx context.Context, in ViewInput) (AdvanceResult, 
 	a.Metrics.Tideline.WithLabelValues(v.Name).Set(float64(t.Unix()))
 	a.Log.Info("tideline advanced", "view", v.Name, "from", formatTime(s.tideline), "to", formatTime(t), "partitions", len(passed), "corrections", res.Corrections, "waiting", res.Waiting)
 	return res, nil
+}
+
+// speedCorrectionsKey is where Advance records a partition's speed
+// corrections: one file per partition, so a retry records nothing twice.
+func speedCorrectionsKey(v *spec.View, p lake.Partition) string {
+	return fmt.Sprintf("%s/%s/speed.parquet", lake.CorrectionsTable(v.Name), p.Path())
+}
+
+// correctReplaced records, after a move that lost to a recompute, what the
+// recompute changed in a partition whose speed corrections were already
+// drawn from the file it replaced: the retry finds those corrections
+// recorded and keeps them, so the change must be a correction of its own.
+// It is keyed as the recompute keys one, so of the two only one lands.
+func (a *Activities) correctReplaced(ctx context.Context, s *viewState, passed []lake.Partition) error {
+	v := s.view
+	now, err := a.viewTable(v).Snapshot(ctx)
+	if err != nil {
+		return fromLake(err)
+	}
+	corr, err := a.table(lake.CorrectionsTable(v.Name)).Snapshot(ctx)
+	if err != nil {
+		return fromLake(err)
+	}
+	for _, p := range passed {
+		old, cur := s.batchFiles[p.Path()], now.In(p.Path())
+		if _, ok := corr.Files[speedCorrectionsKey(v, p)]; !ok || len(old) == 0 || len(cur) != 1 || (len(old) == 1 && old[0].Key == cur[0].Key) {
+			continue
+		}
+		if _, err := a.correctBatch(ctx, v, old, cur[0], p); err != nil {
+			return err
+		}
+	}
+	return nil
 }

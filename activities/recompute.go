@@ -175,9 +175,15 @@ func (a *Activities) Recompute(ctx context.Context, in PartitionInput) (Recomput
 	newFile := lake.File{Key: res.Key, Partition: ps.Partition, Rows: res.Rows, Bytes: st.Size(), ETag: info.ETag}
 
 	old := s.batchFiles[ps.Partition]
-	if p.Start.Before(s.tideline) {
+	corrected, err := a.speedCorrected(ctx, v, p)
+	if err != nil {
+		return res, err
+	}
+	if p.Start.Before(s.tideline) || corrected {
 		// Served from batch already (nothing, if the tideline passed the
-		// partition empty): what changes is a correction.
+		// partition empty), or an advance has drawn its corrections from
+		// the batch file this replaces and is about to pass it: what
+		// changes is a correction.
 		if res.Corrections, err = a.correctBatch(ctx, v, old, newFile, p); err != nil {
 			return res, err
 		}
@@ -295,6 +301,17 @@ func (a *Activities) checkCount(ctx context.Context, v *spec.View, want int64, f
 			partition, v.Name, got, want), ErrTypeDataQuality, nil)
 	}
 	return nil
+}
+
+// speedCorrected reports whether an advance has recorded the partition's
+// speed corrections.
+func (a *Activities) speedCorrected(ctx context.Context, v *spec.View, p lake.Partition) (bool, error) {
+	snap, err := a.table(lake.CorrectionsTable(v.Name)).Snapshot(ctx)
+	if err != nil {
+		return false, fromLake(err)
+	}
+	_, ok := snap.Files[speedCorrectionsKey(v, p)]
+	return ok, nil
 }
 
 // correctBatch records what a recompute below the tideline changes.

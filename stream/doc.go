@@ -16,7 +16,7 @@
 //   - Processor drives an Operator from an ordered JetStream consumer.
 //     Invalid messages go, unchanged, to the dead-letter stream with a
 //     Tl-Reason header. Changed windows are published on tl.views.<view>
-//     every flush (50ms), batched one message per view, an update per line;
+//     every flush (25ms), batched one message per view, an update per line;
 //     the view's KV bucket gets final windows at each checkpoint and open
 //     ones every KVEvery (5s). A checkpoint holds all window state and the last applied
 //     sequence together, written only after every output before it is

@@ -21,7 +21,7 @@ import (
 
 // ProcessorOptions tune a Processor.
 type ProcessorOptions struct {
-	// FlushEvery is how often changed windows are published (default 50ms).
+	// FlushEvery is how often changed windows are published (default 25ms).
 	FlushEvery time.Duration
 	// KVEvery is how often open windows are written to their views' KV
 	// buckets (default 5s); final windows are written at every checkpoint.
@@ -41,7 +41,7 @@ type ProcessorOptions struct {
 
 func (o *ProcessorOptions) defaults() {
 	if o.FlushEvery <= 0 {
-		o.FlushEvery = 50 * time.Millisecond
+		o.FlushEvery = 25 * time.Millisecond
 	}
 	if o.CheckpointEvery <= 0 {
 		o.CheckpointEvery = time.Second

@@ -75,7 +75,7 @@ POST /v1/ingest/{stream} for NDJSON.`,
 	c.register(f)
 	f.StringVar(&httpAddr, "http", envOr("TIDELINE_STREAM_HTTP", "127.0.0.1:8081"), "HTTP address for /metrics, /healthz and ingest (env TIDELINE_STREAM_HTTP)")
 	f.BoolVar(&setupOnly, "setup-only", false, "create or update the streams and buckets, then exit")
-	f.DurationVar(&o.FlushEvery, "flush-every", 50*time.Millisecond, "how often changed windows are published")
+	f.DurationVar(&o.FlushEvery, "flush-every", 25*time.Millisecond, "how often changed windows are published")
 	f.DurationVar(&o.CheckpointEvery, "checkpoint-every", time.Second, "checkpoint at least this often")
 	f.IntVar(&o.CheckpointEvents, "checkpoint-events", 100_000, "checkpoint at least every this many events")
 	return cmd
