@@ -240,51 +240,135 @@ func isType(err error, typ string) bool {
 	return errors.As(err, &app) && app.Type() == typ
 }
 
-// TestRecomputeAfterSpeedCorrections: an advance has recorded a partition's
-// speed corrections, drawn from its batch file, and late data recomputes the
-// partition before the advance's move lands. The change is a correction of
-// its own, recorded once whether the recompute or the advance's retry sees
-// it first.
-func TestRecomputeAfterSpeedCorrections(t *testing.T) {
+// TestOnlyALandedMoveCorrects: corrections stand only with the view commit
+// they were drawn for. Two advances race over a partition: one read it
+// before late data was recomputed into it, one read it after but lost the
+// tideline to a third. Only the winner's corrections are recorded, and
+// late data recomputed below the tideline is a batch correction. A move
+// whose activity stopped before recording its corrections has them
+// recorded by the next advance. (The soak found the loser's corrections
+// standing and the winner's dropped, when they were keyed by partition.)
+func TestOnlyALandedMoveCorrects(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
 	view := "merchant_minute"
 	v := f.spec.View(view)
 	start := f.now.Add(-time.Hour).Truncate(time.Minute) // long past: sealed once compacted
-	f.publish(50, start, "on-time")
+	onTime := f.publish(50, start, "on-time")
 	f.compact()
 	pending, err := run[PendingResult](f, f.acts.Pending, ViewInput{View: view})
 	if err != nil || len(pending.Stale) != 1 {
 		t.Fatalf("pending %+v, %v: want one stale partition", pending, err)
 	}
 	path := pending.Stale[0]
-	if _, err := run[RecomputeResult](f, f.acts.Recompute, PartitionInput{View: view, Partition: path}); err != nil {
-		t.Fatal(err)
+	p, _ := lake.ParsePartition(path, v.Stream.Partition)
+	recompute := func() RecomputeResult {
+		t.Helper()
+		r, err := run[RecomputeResult](f, f.acts.Recompute, PartitionInput{View: view, Partition: path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
 	}
-	before, err := f.acts.readView(ctx, view) // what the advance read
+	recompute()
+	// A running speed layer that has closed every window and served none
+	// of them: every batch window is a correction.
+	kv, err := f.js.KeyValue(ctx, stream.ViewBucket(view))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, _ := lake.ParsePartition(path, v.Stream.Partition)
-	// The advance's speed corrections land (the speed layer served nothing).
-	if err := f.acts.recordCorrections(ctx, v, map[string]correctionFile{speedCorrectionsKey(v, p): {path, lake.NewRows(lake.CorrectionsSchema(), 0)}}); err != nil {
+	wm, _ := json.Marshal(stream.WatermarkJSON{Watermark: f.now})
+	if _, err := kv.Put(ctx, stream.WatermarkKey, wm); err != nil {
 		t.Fatal(err)
 	}
-	// Late data, then its recompute, above the tideline.
+	// loser moves the tideline over the partition as an advance that read
+	// it in s would, with the corrections drawn from that read.
+	loser := func(s *viewState) error {
+		t.Helper()
+		files := s.batchFiles[path]
+		batch, err := f.acts.readBatch(ctx, v, files, p.Start, p.End())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, _ := diff(v, KindSpeed, windows{}, batch, f.now, f.now)
+		var keys []string
+		for _, f := range files {
+			keys = append(keys, f.Key)
+		}
+		_, err = f.acts.commitWithCorrections(ctx, v, lake.Commit{Op: "advance",
+			Props:   map[string]string{PropTideline: formatTime(p.End())},
+			IfProps: map[string]string{PropTideline: s.batch.Props[PropTideline]},
+			IfFiles: map[string][]string{path: keys}}, KindSpeed, map[string]*lake.Rows{path: rows})
+		return err
+	}
+	early, err := f.acts.readView(ctx, view)
+	if err != nil {
+		t.Fatal(err)
+	}
 	late := f.publish(20, start.Add(30*time.Second), "late")
 	f.compact()
-	r, err := run[RecomputeResult](f, f.acts.Recompute, PartitionInput{View: view, Partition: path})
-	if err != nil || r.Corrections == 0 {
-		t.Fatalf("recompute after the speed corrections: %+v, %v; want its change recorded", r, err)
+	if r := recompute(); r.Corrections != 0 {
+		t.Errorf("recompute above the tideline: %d corrections, want none (the advance corrects)", r.Corrections)
 	}
-	// The advance's move loses to it and records what changed: already there.
-	if err := f.acts.correctReplaced(ctx, before, []lake.Partition{p}); err != nil {
+	if err := loser(early); !errors.Is(err, lake.ErrConflict) {
+		t.Fatalf("move drawn from the batch file before late data: %v, want ErrConflict", err)
+	}
+	current, err := f.acts.readView(ctx, view)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if got := f.correctedPayments(view, KindBatch); got != int64(late) {
-		t.Errorf("batch corrections add %d payments; the late data had %d", got, late)
+	adv, err := run[AdvanceResult](f, f.acts.Advance, ViewInput{View: view})
+	if err != nil || adv.Passed == 0 || adv.Corrections == 0 {
+		t.Fatalf("advance: %+v, %v; want it over the partition, with corrections", adv, err)
+	}
+	if err := loser(current); !errors.Is(err, lake.ErrConflict) {
+		t.Fatalf("move after the tideline moved: %v, want ErrConflict", err)
+	}
+	if got, want := f.correctedPayments(view, KindSpeed), int64(onTime+late); got != want {
+		t.Errorf("speed corrections add %d payments, want %d: the winner's, once", got, want)
+	}
+	staged, err := f.acts.Store.List(ctx, lake.CorrectionsTable(view)+"/"+path+"/")
+	if err != nil || len(staged) != 1 {
+		t.Errorf("corrections files in the store: %+v, %v; want only the winner's (the losers' deleted)", staged, err)
+	}
+	// Late data below the tideline: a batch correction, with its recompute.
+	later := f.publish(5, start.Add(40*time.Second), "later")
+	f.compact()
+	if r := recompute(); r.Corrections == 0 {
+		t.Errorf("recompute below the tideline: no corrections")
+	}
+	if got := f.correctedPayments(view, KindBatch); got != int64(later) {
+		t.Errorf("batch corrections add %d payments, want %d", got, later)
+	}
+	// A commit that landed, whose activity stopped before recording its
+	// corrections: the next advance records them.
+	measures := make([]*int64, len(v.Measures))
+	for i := range measures {
+		measures[i] = ptr(7)
+	}
+	rows, _ := diff(v, KindSpeed, windows{}, windows{"x": {start: start.UnixMicro(), measures: measures}}, f.now, f.now)
+	snap, err := f.acts.commitWithCorrections(ctx, v, lake.Commit{Op: "advance"}, KindSpeed, map[string]*lake.Rows{path: rows})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run[AdvanceResult](f, f.acts.Advance, ViewInput{View: view}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := f.correctedPayments(view, KindSpeed), int64(onTime+late+7); got != want {
+		t.Errorf("after a crash between move and record: speed corrections add %d payments, want %d", got, want)
+	}
+	now, err := f.acts.viewTable(v).Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range now.Props {
+		if strings.HasPrefix(k, PropStaged) {
+			t.Errorf("view table version %d (staged at %d) still names %s", now.Version, snap.Version, k)
+		}
 	}
 }
+
+func ptr(x int64) *int64 { return &x }
 
 // correctedPayments sums the count measure's corrections of one kind.
 func (f *fixture) correctedPayments(view, kind string) int64 {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"tideline/lake"
-	"tideline/spec"
 )
 
 // AdvanceResult says how far a view's tideline moved.
@@ -35,6 +34,11 @@ func (a *Activities) Advance(ctx context.Context, in ViewInput) (AdvanceResult, 
 		return AdvanceResult{}, err
 	}
 	v := s.view
+	// Corrections of an earlier move that landed, if its activity stopped
+	// before it recorded them.
+	if err := a.recordStaged(ctx, v, s.batch); err != nil {
+		return AdvanceResult{}, err
+	}
 	res := AdvanceResult{View: v.Name, From: s.tideline, To: s.tideline}
 	if len(s.parts) == 0 {
 		res.Waiting = "no raw data yet"
@@ -74,9 +78,8 @@ func (a *Activities) Advance(ctx context.Context, in ViewInput) (AdvanceResult, 
 	if t.Equal(s.tideline) {
 		return res, nil
 	}
-	// Corrections first: they are keyed by partition, so a retry after a
-	// crash between the two commits records nothing twice.
-	files := map[string]correctionFile{}
+	// The corrections of each partition passed, recorded with the move.
+	corrections := map[string]*lake.Rows{}
 	watermark, written, err := a.speedWatermark(ctx, v)
 	if err != nil {
 		return res, err
@@ -112,7 +115,7 @@ func (a *Activities) Advance(ctx context.Context, in ViewInput) (AdvanceResult, 
 			}
 			rows, touched := diff(v, KindSpeed, speed, batch, watermark, a.Now())
 			if touched > 0 {
-				files[speedCorrectionsKey(v, p)] = correctionFile{p.Path(), rows}
+				corrections[p.Path()] = rows
 				res.Corrections += touched
 			}
 		}
@@ -129,13 +132,13 @@ func (a *Activities) Advance(ctx context.Context, in ViewInput) (AdvanceResult, 
 			return res, nil
 		}
 	}
-	if err := a.recordCorrections(ctx, v, files); err != nil {
-		return res, err
-	}
 	// The move is conditional on the tideline and on the batch files of
 	// every partition it passes being the ones the corrections were drawn
 	// from: a recompute landing in between (late data) would otherwise
 	// pass unrecorded, served from batch while corrected for older values.
+	// The corrections stand only if the move lands: another advance that
+	// read the partitions earlier (an older watermark, older batch files)
+	// draws other corrections, and its move loses.
 	read := map[string][]string{}
 	for _, p := range passed {
 		read[p.Path()] = []string{}
@@ -143,54 +146,18 @@ func (a *Activities) Advance(ctx context.Context, in ViewInput) (AdvanceResult, 
 			read[p.Path()] = append(read[p.Path()], f.Key)
 		}
 	}
-	_, err = a.viewTable(v).Commit(ctx, lake.Commit{Op: "advance",
+	snap, err := a.commitWithCorrections(ctx, v, lake.Commit{Op: "advance",
 		Props:   map[string]string{PropTideline: formatTime(t)},
 		IfProps: map[string]string{PropTideline: s.batch.Props[PropTideline]},
-		IfFiles: read})
+		IfFiles: read}, KindSpeed, corrections)
 	if errors.Is(err, lake.ErrConflict) {
-		if cerr := a.correctReplaced(ctx, s, passed); cerr != nil {
-			return res, cerr
-		}
 		return res, fmt.Errorf("cannot move the tideline of view %s: another advance or a recompute changed it first; retrying reads it again: %w", v.Name, err)
 	}
 	if err != nil {
-		return res, fromLake(err)
+		return res, err
 	}
 	a.Metrics.Corrections.WithLabelValues(v.Name, KindSpeed).Add(float64(res.Corrections))
 	a.Metrics.Tideline.WithLabelValues(v.Name).Set(float64(t.Unix()))
 	a.Log.Info("tideline advanced", "view", v.Name, "from", formatTime(s.tideline), "to", formatTime(t), "partitions", len(passed), "corrections", res.Corrections, "waiting", res.Waiting)
-	return res, nil
-}
-
-// speedCorrectionsKey is where Advance records a partition's speed
-// corrections: one file per partition, so a retry records nothing twice.
-func speedCorrectionsKey(v *spec.View, p lake.Partition) string {
-	return fmt.Sprintf("%s/%s/speed.parquet", lake.CorrectionsTable(v.Name), p.Path())
-}
-
-// correctReplaced records, after a move that lost to a recompute, what the
-// recompute changed in a partition whose speed corrections were already
-// drawn from the file it replaced: the retry finds those corrections
-// recorded and keeps them, so the change must be a correction of its own.
-// It is keyed as the recompute keys one, so of the two only one lands.
-func (a *Activities) correctReplaced(ctx context.Context, s *viewState, passed []lake.Partition) error {
-	v := s.view
-	now, err := a.viewTable(v).Snapshot(ctx)
-	if err != nil {
-		return fromLake(err)
-	}
-	corr, err := a.table(lake.CorrectionsTable(v.Name)).Snapshot(ctx)
-	if err != nil {
-		return fromLake(err)
-	}
-	for _, p := range passed {
-		old, cur := s.batchFiles[p.Path()], now.In(p.Path())
-		if _, ok := corr.Files[speedCorrectionsKey(v, p)]; !ok || len(old) == 0 || len(cur) != 1 || (len(old) == 1 && old[0].Key == cur[0].Key) {
-			continue
-		}
-		if _, err := a.correctBatch(ctx, v, old, cur[0], p); err != nil {
-			return err
-		}
-	}
-	return nil
+	return res, a.recordStaged(ctx, v, snap)
 }

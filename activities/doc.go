@@ -11,7 +11,10 @@
 //     over a partition's raw files and replaces the partition's batch file.
 //   - Advance moves the view's tideline over the partitions that are sealed
 //     and current, and records corrections: where batch replaced a window the
-//     speed layer served with a different value.
+//     speed layer served with a different value. A recompute below the
+//     tideline records what it changed. Either way the corrections are
+//     staged with the view commit they were drawn for and recorded only if
+//     it lands (corrections.go).
 //   - Backfill planning (BackfillPlan) and CheckWorkflow serve the Backfill
 //     workflow.
 //

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 
@@ -122,7 +121,7 @@ func (a *Activities) Recompute(ctx context.Context, in PartitionInput) (Recomput
 	}
 	if ps.Current {
 		res.Current = true
-		return res, nil
+		return res, a.recordStaged(ctx, v, s.batch)
 	}
 	in2 := s.inputs(p)
 	m := mark(v, in2)
@@ -174,34 +173,39 @@ func (a *Activities) Recompute(ctx context.Context, in PartitionInput) (Recomput
 	}
 	newFile := lake.File{Key: res.Key, Partition: ps.Partition, Rows: res.Rows, Bytes: st.Size(), ETag: info.ETag}
 
+	// Below the tideline the partition is served from batch (nothing, if
+	// the tideline passed it empty), so what changes is a correction. The
+	// commit is conditional on the tideline read, which decided that, and
+	// replaces the files read, from which the corrections were drawn.
 	old := s.batchFiles[ps.Partition]
-	corrected, err := a.speedCorrected(ctx, v, p)
-	if err != nil {
-		return res, err
-	}
-	if p.Start.Before(s.tideline) || corrected {
-		// Served from batch already (nothing, if the tideline passed the
-		// partition empty), or an advance has drawn its corrections from
-		// the batch file this replaces and is about to pass it: what
-		// changes is a correction.
-		if res.Corrections, err = a.correctBatch(ctx, v, old, newFile, p); err != nil {
+	corrections := map[string]*lake.Rows{}
+	if p.Start.Before(s.tideline) {
+		rows, touched, err := a.batchCorrections(ctx, v, old, newFile, p)
+		if err != nil {
 			return res, err
 		}
+		corrections[ps.Partition], res.Corrections = rows, touched
 	}
-	// Conditional on the tideline read: whether the change is a correction
-	// was decided by it, and an advance passing this partition in between
-	// would leave the change unrecorded.
 	commit := lake.Commit{Op: "recompute", Add: []lake.File{newFile}, Partitions: []string{ps.Partition}, Replace: true,
 		Meta:    map[string]string{"mark": m, "raw_version": strconv.FormatInt(s.raw.Version, 10), "events": strconv.FormatInt(res.Events, 10)},
 		IfProps: map[string]string{PropTideline: s.batch.Props[PropTideline]}}
 	for _, f := range old {
 		commit.Remove = append(commit.Remove, f.Key)
 	}
-	_, err = a.viewTable(v).Commit(ctx, commit)
+	snap, err := a.commitWithCorrections(ctx, v, commit, KindBatch, corrections)
 	switch {
 	case errors.Is(err, lake.ErrAlreadyCommitted):
+		// A retry of a commit that landed: it named its own corrections.
+		res.Corrections = 0
+		if snap, err = a.viewTable(v).Snapshot(ctx); err != nil {
+			return res, fromLake(err)
+		}
 	case err != nil:
-		return res, fromLake(err) // a conflict retries from a fresh read
+		return res, err // a conflict retries from a fresh read
+	}
+	a.Metrics.Corrections.WithLabelValues(v.Name, KindBatch).Add(float64(res.Corrections))
+	if err := a.recordStaged(ctx, v, snap); err != nil {
+		return res, err
 	}
 	a.Metrics.Recomputes.WithLabelValues(v.Name).Inc()
 	a.Log.Info("recomputed", "view", v.Name, "partition", ps.Partition, "inputs", len(in2), "rows", res.Rows, "events", res.Events)
@@ -301,44 +305,4 @@ func (a *Activities) checkCount(ctx context.Context, v *spec.View, want int64, f
 			partition, v.Name, got, want), ErrTypeDataQuality, nil)
 	}
 	return nil
-}
-
-// speedCorrected reports whether an advance has recorded the partition's
-// speed corrections.
-func (a *Activities) speedCorrected(ctx context.Context, v *spec.View, p lake.Partition) (bool, error) {
-	snap, err := a.table(lake.CorrectionsTable(v.Name)).Snapshot(ctx)
-	if err != nil {
-		return false, fromLake(err)
-	}
-	_, ok := snap.Files[speedCorrectionsKey(v, p)]
-	return ok, nil
-}
-
-// correctBatch records what a recompute below the tideline changes.
-func (a *Activities) correctBatch(ctx context.Context, v *spec.View, old []lake.File, newFile lake.File, p lake.Partition) (int, error) {
-	before, err := a.readBatch(ctx, v, old, p.Start, p.End())
-	if err != nil {
-		return 0, err
-	}
-	after, err := a.readBatch(ctx, v, []lake.File{newFile}, p.Start, p.End())
-	if err != nil {
-		return 0, err
-	}
-	rows, touched := diff(v, KindBatch, before, after, a.Now(), a.Now())
-	if touched == 0 {
-		return 0, nil
-	}
-	// Keyed by what is replaced: only one commit can remove it, so the
-	// correction is recorded once however often this is retried. With
-	// nothing replaced, by the new file, whose key is fixed by its input.
-	replaced := "none-" + filepath.Base(newFile.Key)
-	if len(old) > 0 {
-		replaced = filepath.Base(old[0].Key)
-	}
-	key := fmt.Sprintf("%s/%s/batch-%s", lake.CorrectionsTable(v.Name), p.Path(), replaced)
-	if err := a.recordCorrections(ctx, v, map[string]correctionFile{key: {p.Path(), rows}}); err != nil {
-		return 0, err
-	}
-	a.Metrics.Corrections.WithLabelValues(v.Name, KindBatch).Add(float64(touched))
-	return touched, nil
 }

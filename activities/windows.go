@@ -312,45 +312,6 @@ func nullable(p *int64) spec.Value {
 	return spec.Value{Int: *p}
 }
 
-// correctionFile is one file of a corrections table.
-type correctionFile struct {
-	partition string
-	rows      *lake.Rows
-}
-
-// recordCorrections commits correction files, by key, to the view's
-// corrections table. Keys are deterministic, so a retry finds them
-// committed.
-func (a *Activities) recordCorrections(ctx context.Context, v *spec.View, files map[string]correctionFile) error {
-	if len(files) == 0 {
-		return nil
-	}
-	tbl := a.table(lake.CorrectionsTable(v.Name))
-	snap, err := tbl.Snapshot(ctx)
-	if err != nil {
-		return fromLake(err)
-	}
-	commit := lake.Commit{Op: "correct"}
-	for _, key := range slices.Sorted(maps.Keys(files)) {
-		if _, ok := snap.Files[key]; ok {
-			continue
-		}
-		cf := files[key]
-		f, err := lake.PutParquet(ctx, a.Store, key, cf.partition, cf.rows, lake.WriteOptions{SortBy: "window_start"})
-		if err != nil {
-			return fmt.Errorf("cannot write corrections %s: %w", key, err)
-		}
-		commit.Add = append(commit.Add, f)
-	}
-	if len(commit.Add) == 0 {
-		return nil
-	}
-	if _, err := tbl.Commit(ctx, commit); err != nil && !errors.Is(err, lake.ErrAlreadyCommitted) {
-		return fromLake(err)
-	}
-	return nil
-}
-
 // fetch copies files into the local cache and pins them; the caller unpins.
 func (a *Activities) fetch(ctx context.Context, files []lake.File) ([]string, error) {
 	paths := make([]string, len(files))

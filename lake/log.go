@@ -66,7 +66,7 @@ type Commit struct {
 	Replace bool `json:"replace,omitempty"`
 	// Props are table properties this commit sets (a tideline, how far
 	// compaction has covered the stream); a snapshot holds the latest value
-	// of each.
+	// of each. An empty value unsets the property.
 	Props map[string]string `json:"props,omitempty"`
 	// IfProps makes the commit conditional: each property must have this
 	// value ("" for unset) in the snapshot it lands on, or the commit fails
@@ -223,7 +223,13 @@ func (s *Snapshot) apply(c *Commit) {
 		if s.Props == nil {
 			s.Props = map[string]string{}
 		}
-		maps.Copy(s.Props, c.Props)
+		for k, v := range c.Props {
+			if v == "" {
+				delete(s.Props, k)
+			} else {
+				s.Props[k] = v
+			}
+		}
 	}
 	s.Version, s.Time = c.Version, c.Time
 }

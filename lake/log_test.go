@@ -3,6 +3,7 @@ package lake
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -72,12 +73,16 @@ func TestTableCommitRules(t *testing.T) {
 			if _, err := tbl.Commit(ctx, Commit{Op: "advance", Props: map[string]string{"tideline": "20"}, IfFiles: map[string][]string{"q": {}}}); !errors.Is(err, ErrConflict) {
 				t.Errorf("advance over a partition read empty that has a file since: %v, want ErrConflict", err)
 			}
-			if snap, err = tbl.Commit(ctx, Commit{Op: "advance", Props: map[string]string{"tideline": "20"}, IfFiles: map[string][]string{"q": {"q2"}, "r": {}}}); err != nil || snap.Props["tideline"] != "20" {
+			if snap, err = tbl.Commit(ctx, Commit{Op: "advance", Props: map[string]string{"tideline": "20", "staged": "x"}, IfFiles: map[string][]string{"q": {"q2"}, "r": {}}}); err != nil || snap.Props["tideline"] != "20" {
 				t.Fatalf("advance over partitions as read: %+v, %v", snap, err)
+			}
+			// An empty value unsets a property.
+			if snap, err = tbl.Commit(ctx, Commit{Op: "unstage", Props: map[string]string{"staged": ""}}); err != nil || len(snap.Props) != 1 {
+				t.Fatalf("unset a property: %+v, %v; want only the tideline left", snap.Props, err)
 			}
 			// A fresh reader, in another process say, sees the same table.
 			again, err := OpenTable(s, "raw/rules").Snapshot(ctx)
-			if err != nil || again.Version != snap.Version || len(again.Files) != 2 || again.HighSeq != 100 || again.Props["tideline"] != "20" {
+			if err != nil || again.Version != snap.Version || len(again.Files) != 2 || again.HighSeq != 100 || !maps.Equal(again.Props, map[string]string{"tideline": "20"}) {
 				t.Errorf("fresh reader: %+v, %v; want version %d", again, err, snap.Version)
 			}
 		})
