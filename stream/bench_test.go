@@ -3,6 +3,7 @@ package stream
 import (
 	"encoding/json"
 	"math/rand/v2"
+	"sync"
 	"testing"
 	"time"
 
@@ -10,21 +11,34 @@ import (
 	"tideline/spec"
 )
 
+var (
+	benchEventsOnce sync.Once
+	benchEvents     [][]byte
+)
+
+// benchPayments returns n payments as JSON, 1 in 20 out of order within
+// the bound, made once per test binary: -count runs them again.
 func benchPayments(b *testing.B, n int) [][]byte {
-	r := rand.New(rand.NewPCG(1, 2))
-	out := make([][]byte, n)
-	for i := range out {
-		ts := genStart.Add(time.Duration(i) * 100 * time.Microsecond) // 10k events/s of event time
-		if r.IntN(20) == 0 {
-			ts = ts.Add(-time.Duration(r.Int64N(int64(4 * time.Second)))) // out of order, within 5s
+	const made = 1 << 20
+	benchEventsOnce.Do(func() {
+		r := rand.New(rand.NewPCG(1, 2))
+		benchEvents = make([][]byte, made)
+		for i := range benchEvents {
+			ts := genStart.Add(time.Duration(i) * 100 * time.Microsecond) // 10k events/s of event time
+			if r.IntN(20) == 0 {
+				ts = ts.Add(-time.Duration(r.Int64N(int64(4 * time.Second)))) // out of order, within 5s
+			}
+			data, err := json.Marshal(payments.Payment(r, i, ts))
+			if err != nil {
+				panic(err)
+			}
+			benchEvents[i] = data
 		}
-		data, err := json.Marshal(payments.Payment(r, i, ts))
-		if err != nil {
-			b.Fatal(err)
-		}
-		out[i] = data
+	})
+	if n > made {
+		b.Fatalf("%d events asked, %d made", n, made)
 	}
-	return out
+	return benchEvents[:n]
 }
 
 // BenchmarkOperator is the speed layer's in-process operator on one core:
