@@ -362,7 +362,7 @@ func TestOnlyALandedMoveCorrects(t *testing.T) {
 		t.Fatal(err)
 	}
 	for k := range now.Props {
-		if strings.HasPrefix(k, PropStaged) {
+		if strings.HasPrefix(k, lake.PropStagedCorrection) {
 			t.Errorf("view table version %d (staged at %d) still names %s", now.Version, snap.Version, k)
 		}
 	}

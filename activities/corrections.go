@@ -22,16 +22,11 @@ import (
 //
 // So a correction file is staged first: written to the store under a key of
 // its own and named, with its metadata, in a property of the view commit
-// (PropStaged + key). Once that commit has landed, the file is committed to
+// (lake.lake.PropStagedCorrectionCorrection + key). Once that commit has landed, the file is committed to
 // the view's corrections table and its property unset. A commit that does
 // not land names nothing, and its staged files are deleted. A crash between
 // the two leaves the name in the view table, and the next advance, or the
 // retry, records it.
-
-// PropStaged (view tables), followed by a corrections file's key, names a
-// correction file whose view commit has landed and which is not yet in
-// the corrections table. Its value is the lake.File, as JSON.
-const PropStaged = "staged-correction:"
 
 // stageCorrections writes each partition's correction rows to the store
 // and returns the properties that name them, for the view commit that makes
@@ -53,7 +48,7 @@ func (a *Activities) stageCorrections(ctx context.Context, v *spec.View, kind st
 		if err != nil {
 			return nil, err
 		}
-		props[PropStaged+key] = string(js)
+		props[lake.PropStagedCorrection+key] = string(js)
 	}
 	return props, nil
 }
@@ -63,7 +58,7 @@ func (a *Activities) stageCorrections(ctx context.Context, v *spec.View, kind st
 // nothing.
 func (a *Activities) dropStaged(ctx context.Context, props map[string]string) {
 	for k := range props {
-		if key, ok := strings.CutPrefix(k, PropStaged); ok {
+		if key, ok := strings.CutPrefix(k, lake.PropStagedCorrection); ok {
 			if err := a.Store.Delete(ctx, key); err != nil {
 				a.Log.Warn("cannot delete a staged corrections file its commit did not keep; nothing reads it", "key", key, "err", err)
 			}
@@ -78,7 +73,7 @@ func (a *Activities) recordStaged(ctx context.Context, v *spec.View, snap *lake.
 	var files []lake.File
 	clear := map[string]string{}
 	for _, k := range slices.Sorted(maps.Keys(snap.Props)) {
-		if !strings.HasPrefix(k, PropStaged) {
+		if !strings.HasPrefix(k, lake.PropStagedCorrection) {
 			continue
 		}
 		var f lake.File

@@ -67,6 +67,23 @@ func RawFileKey(stream string, p Partition, from, to uint64) string {
 // CorrectionsTable is the lake table name of a view's corrections.
 func CorrectionsTable(view string) string { return "corrections/" + view }
 
+// PropStagedCorrection, followed by a corrections file's key, is a view
+// table property naming a correction file whose view commit has landed and
+// which is not yet in the corrections table. Its value is the File, as JSON.
+const PropStagedCorrection = "staged-correction:"
+
+// StagedCorrections counts the correction files a view table's snapshot
+// names and the corrections table may not hold yet.
+func StagedCorrections(s *Snapshot) int {
+	n := 0
+	for k := range s.Props {
+		if strings.HasPrefix(k, PropStagedCorrection) {
+			n++
+		}
+	}
+	return n
+}
+
 // ViewFileKey names a view partition's batch file computed from version of
 // the raw table, with mark naming the input it read. A retry of the same
 // recompute writes the same key.

@@ -298,6 +298,10 @@ type ViewStatus struct {
 	// tideline: not yet sealed, recomputed and passed.
 	PartitionsPending int   `json:"partitions_pending"`
 	Corrections       int64 `json:"corrections"`
+	// CorrectionsStaged counts correction files whose view commit has
+	// landed and which the worker has yet to record: not yet counted in
+	// corrections.
+	CorrectionsStaged int   `json:"corrections_staged"`
 	BatchVersion      int64 `json:"batch_version"`
 }
 
@@ -319,7 +323,7 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
 		st := ViewStatus{LastCompaction: raw.Time}
 		st.Covered, _ = time.Parse(time.RFC3339Nano, raw.Props["covered"])
 		s.mu.RLock()
-		st.Tideline, st.BatchVersion = vs.tideline, vs.version
+		st.Tideline, st.BatchVersion, st.CorrectionsStaged = vs.tideline, vs.version, vs.staged
 		if vs.stale > 0 {
 			st.Stale = vs.stale.Round(time.Second).String()
 		}

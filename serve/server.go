@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -116,8 +117,10 @@ type Server struct {
 // view is what the server knows of one spec view.
 type view struct {
 	spec     *spec.View
-	tideline time.Time // of the swapped-in snapshot
-	version  int64     // of the view table swapped in
+	tideline time.Time            // of the swapped-in snapshot
+	version  int64                // of the view table swapped in
+	files    map[string]lake.File // its live files: what the batch table holds
+	staged   int                  // correction files it names, not yet recorded
 	stale    time.Duration
 	loaded   chan struct{} // closed once the speed windows in KV are all read
 	// The snapshot in memory, for GET /v1/views; batchIdx is nil when the
@@ -361,7 +364,10 @@ func (s *Server) Refresh(ctx context.Context) error {
 		if err := s.define(ctx, lake.BatchViewName(v.Name), lake.ViewSchema(v), snap); err != nil {
 			return err
 		}
-		if snap.Version != vs.version || !s.ready {
+		// Loaded again only when the files changed: most commits move the
+		// tideline or record corrections, and a large view takes seconds.
+		changed := !maps.Equal(snap.Files, vs.files)
+		if changed || !s.ready {
 			// Queries read a table, not Parquet: DuckDB then prunes by
 			// its zone maps instead of scanning files on every request.
 			q := "CREATE OR REPLACE TABLE " + spec.QuoteIdent(batchTable(v.Name)) + " AS SELECT * FROM " + spec.QuoteIdent(lake.BatchViewName(v.Name)) + " ORDER BY window_start"
@@ -384,12 +390,13 @@ func (s *Server) Refresh(ctx context.Context) error {
 			stale = last.Sub(vs.lastUpdate)
 		}
 		s.speedMu.Unlock()
-		if stale > 0 != (vs.stale > 0) || !tideline.Equal(vs.tideline) || snap.Version != vs.version || !s.ready {
+		if stale > 0 != (vs.stale > 0) || !tideline.Equal(vs.tideline) || changed || !s.ready {
 			if _, err := s.db.ExecContext(ctx, "CREATE OR REPLACE VIEW "+spec.QuoteIdent(v.Name)+" AS "+mergedSQL(v, tideline, stale > 0)); err != nil {
 				return fmt.Errorf("cannot define view %s: %w", v.Name, err)
 			}
 		}
-		vs.tideline, vs.version, vs.stale = tideline, snap.Version, stale
+		vs.tideline, vs.version, vs.files, vs.stale = tideline, snap.Version, snap.Files, stale
+		vs.staged = lake.StagedCorrections(snap)
 		s.metrics.tideline.WithLabelValues(v.Name).Set(float64(tideline.Unix()))
 	}
 	s.ready = true

@@ -68,8 +68,8 @@ func settle(t *testing.T, s *stack) {
 		}
 		for _, v := range s.spec.Stream("payments").Views {
 			st := status.Views[v.Name]
-			if st.PartitionsPending > 0 || !st.Tideline.After(last) {
-				return fmt.Errorf("view %s: tideline %s, %d partitions pending; data up to %s", v.Name, st.Tideline, st.PartitionsPending, last)
+			if st.PartitionsPending > 0 || !st.Tideline.After(last) || st.CorrectionsStaged > 0 {
+				return fmt.Errorf("view %s: tideline %s, %d partitions pending, %d correction files not yet recorded; data up to %s", v.Name, st.Tideline, st.PartitionsPending, st.CorrectionsStaged, last)
 			}
 		}
 		return nil
