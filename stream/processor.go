@@ -257,6 +257,13 @@ func (p *Processor) Run(ctx context.Context) error {
 	}
 }
 
+// kvPace is how many window writes a checkpoint has in flight before it
+// waits for their acks. Sent all at once, the writes of every window
+// changed in KVEvery (tens of thousands, with views grouped by card) held up the
+// server's delivery of new events: freshness p99 went from about 70 ms to
+// 300-600 ms. Paced, they share the server with the events.
+const kvPace = 256
+
 // stallAfter is how long messages may stop arriving, with a backlog in the
 // stream, before the processor consumes again.
 const stallAfter = 10 * time.Second
@@ -540,7 +547,13 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 		defer p.ckptBusy.Store(false)
 		times := timeTexts{}
 		var futures []jetstream.PubAckFuture
+		n := 0
 		for _, u := range windows {
+			if n++; n%kvPace == 0 {
+				if err := p.awaitAcks(ctx); err != nil {
+					return err
+				}
+			}
 			data := u.appendJSON(nil, times, wm)
 			for {
 				f, err := p.js.PublishAsync("$KV."+ViewBucket(u.View.Name)+"."+u.Key(), data)
