@@ -86,30 +86,74 @@ func generateBackfill(st *spec.Stream) ([]string, error) {
 	return backfillFiles, backfillErr
 }
 
+var (
+	sharedOnce  sync.Once
+	shared      *backfillBench
+	sharedErr   error // the stack did not start
+	uploadErr   error
+	sharedStop  func() // TestMain calls it
+	sharedRuns  int    // backfills run on the shared stack, for workflow ids
+	sharedWarm  bool   // the worker's cache holds the raw files
+	sharedCache string // the worker's cache, kept warm across runs
+)
+
+// sharedBackfillBench is the benchmark's stack, lake and raw files, made
+// once per process: -count runs it again, and starting Temporal, NATS and
+// MinIO and uploading 20M rows each time is most of the package's time.
+func sharedBackfillBench(b *testing.B) *backfillBench {
+	b.Helper()
+	sharedOnce.Do(func() {
+		dir := filepath.Join(benchDir, "stack")
+		sharedCache = filepath.Join(benchDir, "cache")
+		stack, err := devstack.Start(context.Background(), devstack.Options{Dir: dir, Parts: devstack.All})
+		if err != nil {
+			sharedErr = err
+			return
+		}
+		sharedStop = func() { _ = stack.Stop() }
+		shared, uploadErr = uploadBackfill(stack)
+	})
+	if sharedErr != nil {
+		b.Skipf("cannot start the stack (run `make tools`): %v", sharedErr)
+	}
+	if uploadErr != nil {
+		b.Fatal(uploadErr)
+	}
+	return shared
+}
+
 func startBackfillBench(b *testing.B, parts devstack.Parts) *backfillBench {
 	b.Helper()
+	if parts.MinIO {
+		return sharedBackfillBench(b)
+	}
+	bb, err := uploadBackfill(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return bb
+}
+
+// uploadBackfill generates the raw files and, with a stack, commits them to
+// a lake on its MinIO.
+func uploadBackfill(stack *devstack.Stack) (*backfillBench, error) {
 	ctx := context.Background()
 	s, err := spec.Load("../examples/payments/tideline.yaml")
 	if err != nil {
-		b.Fatal(err)
+		return nil, err
 	}
 	st := s.Stream("payments")
 	bb := &backfillBench{spec: s}
 	if bb.local, err = generateBackfill(st); err != nil {
-		b.Fatal(err)
+		return nil, err
 	}
-	if !parts.MinIO {
-		return bb
+	if stack == nil {
+		return bb, nil
 	}
-	stack, err := devstack.Start(ctx, devstack.Options{Dir: b.TempDir(), Parts: parts})
-	if err != nil {
-		b.Skipf("cannot start the stack (run `make tools`): %v", err)
-	}
-	b.Cleanup(func() { _ = stack.Stop() })
 	bb.stack = stack
 	m := stack.MinIO
 	if bb.store, err = lake.Open(ctx, "s3://bench/lake", lake.S3Config{Endpoint: m.Endpoint, AccessKey: m.AccessKey, SecretKey: m.SecretKey}, lake.Options{}); err != nil {
-		b.Fatal(err)
+		return nil, err
 	}
 	tbl := lake.OpenTable(bb.store, lake.RawTable(st.Name))
 	for k, path := range bb.local {
@@ -117,23 +161,23 @@ func startBackfillBench(b *testing.B, parts devstack.Parts) *backfillBench {
 		first := int64(k*backfillPerPart + 1)
 		f, err := os.Open(path)
 		if err != nil {
-			b.Fatal(err)
+			return nil, err
 		}
 		fi, _ := f.Stat()
 		key := lake.RawFileKey(st.Name, p, uint64(first), uint64(first+backfillPerPart-1))
 		info, err := bb.store.Put(ctx, key, f, fi.Size())
 		f.Close()
 		if err != nil {
-			b.Fatal(err)
+			return nil, err
 		}
 		commit := lake.Commit{Op: "compact", Source: &lake.SeqRange{From: uint64(first), To: uint64(first + backfillPerPart - 1)},
 			Add:   []lake.File{{Key: key, Partition: p.Path(), Rows: backfillPerPart, Bytes: fi.Size(), ETag: info.ETag}},
 			Props: map[string]string{activities.PropCovered: time.Now().UTC().Format(time.RFC3339Nano)}}
 		if _, err := tbl.Commit(ctx, commit); err != nil {
-			b.Fatal(err)
+			return nil, err
 		}
 	}
-	return bb
+	return bb, nil
 }
 
 // BenchmarkBackfill24 runs the Backfill workflow (mode all, parallelism 4)
@@ -162,7 +206,7 @@ func BenchmarkBackfill24(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer db.Close()
-	cache, _ := lake.NewCache(b.TempDir(), 8<<30)
+	cache, _ := lake.NewCache(sharedCache, 8<<30)
 	tmp := b.TempDir()
 	// startWorker starts a worker whose activities know nothing of the
 	// lake yet, as after a restart: the runs delete the view's objects
@@ -178,10 +222,10 @@ func BenchmarkBackfill24(b *testing.B) {
 		}
 		return w
 	}
-	run := 0
 	backfill := func() {
 		b.StopTimer()
-		run++
+		sharedRuns++
+		run := sharedRuns
 		// From nothing: no batch files, no tideline, no corrections.
 		for _, prefix := range []string{"views/", "corrections/"} {
 			objs, err := bb.store.List(ctx, prefix)
@@ -213,7 +257,10 @@ func BenchmarkBackfill24(b *testing.B) {
 		}
 		b.StartTimer()
 	}
-	backfill() // warms the worker's cache, as a running worker's would be
+	if !sharedWarm {
+		backfill() // warms the worker's cache, as a running worker's would be
+		sharedWarm = true
+	}
 	for b.Loop() {
 		backfill()
 	}

@@ -15,6 +15,9 @@ func TestMain(m *testing.M) {
 	}
 	benchDir = dir
 	code := m.Run()
+	if sharedStop != nil {
+		sharedStop()
+	}
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
