@@ -106,7 +106,11 @@ func (a *Activities) Advance(ctx context.Context, in ViewInput) (AdvanceResult, 
 			}
 			if need := lastClose(v, batch); speedRunning && watermark.Before(need) {
 				held = i
-				res.Waiting = fmt.Sprintf("partition %s: the speed layer has not closed its windows yet (its watermark is %s, it needs %s)", p.Path(), formatTime(watermark), formatTime(need))
+				wm := "it has closed none"
+				if !watermark.IsZero() {
+					wm = "its watermark is " + formatTime(watermark)
+				}
+				res.Waiting = fmt.Sprintf("partition %s: the speed layer has not closed its windows yet (%s, it needs %s)", p.Path(), wm, formatTime(need))
 				return nil
 			}
 			speed, err := a.readSpeed(ctx, v, p.Start, p.End())

@@ -134,7 +134,8 @@ func (a *Activities) readBatch(ctx context.Context, v *spec.View, files []lake.F
 
 // speedWatermark is the speed layer's watermark for v from its bucket's
 // WatermarkKey: every window it closed is in the bucket. It is zero when
-// the speed layer has closed nothing.
+// the speed layer has closed nothing; written is then when it last wrote a
+// window, if it has.
 func (a *Activities) speedWatermark(ctx context.Context, v *spec.View) (wm, written time.Time, err error) {
 	kv, err := a.JS.KeyValue(ctx, stream.ViewBucket(v.Name))
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
@@ -145,7 +146,18 @@ func (a *Activities) speedWatermark(ctx context.Context, v *spec.View) (wm, writ
 	}
 	e, err := kv.Get(ctx, stream.WatermarkKey)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return time.Time{}, time.Time{}, nil // the speed layer has closed nothing yet
+		// It has closed nothing yet. If it has written windows, it is
+		// running (its first checkpoint, say, still writing them), and
+		// their values are not final: written is when it last wrote.
+		st, err := a.JS.Stream(ctx, "KV_"+stream.ViewBucket(v.Name))
+		if err != nil {
+			return time.Time{}, time.Time{}, fmt.Errorf("cannot read KV bucket %s: %w", stream.ViewBucket(v.Name), err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			return time.Time{}, time.Time{}, fmt.Errorf("cannot read KV bucket %s: %w", stream.ViewBucket(v.Name), err)
+		}
+		return time.Time{}, info.State.LastTime, nil
 	}
 	if err != nil {
 		return time.Time{}, time.Time{}, fmt.Errorf("cannot read the watermark in KV bucket %s: %w", stream.ViewBucket(v.Name), err)

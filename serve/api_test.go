@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"tideline/internal/oracle"
+	"tideline/spec"
 )
 
 // TestServe runs the serving checks on one real stack: it takes a while
@@ -84,6 +85,11 @@ func mergedViewsMatchTheOracle(t *testing.T, f *fixture) {
 	for name, st := range status.Views {
 		if st.Corrections != 0 {
 			t.Errorf("view %s: %d corrections with no late events", name, st.Corrections)
+			if res, err := f.srv.run(t.Context(), "SELECT * FROM "+spec.QuoteIdent(CorrectionsViewName(name))+" ORDER BY window_start LIMIT 12"); err == nil {
+				for _, r := range res.Rows {
+					t.Logf("  %v", r)
+				}
+			}
 		}
 	}
 }

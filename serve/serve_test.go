@@ -85,7 +85,6 @@ func newFixture(t testing.TB) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.batch(store, js)
 	f.oracle, err = sql.Open("duckdb", "")
 	if err != nil {
 		t.Fatal(err)
@@ -115,6 +114,9 @@ func newFixture(t testing.TB) *fixture {
 			t.Fatalf("speed layer at sequence %d with %d windows open", seq, open)
 		}
 	}
+	// Batch after: the tideline waits for the speed layer to close a
+	// partition's windows before passing it.
+	f.batch(store, js)
 	f.srv, err = Open(ctx, Config{Spec: f.spec, Store: store, NC: nc, JS: js, CacheDir: t.TempDir(),
 		QueryTimeout: time.Second, MaxRows: 1_000_000, StaleAfter: 2 * time.Second, Log: quiet})
 	if err != nil {

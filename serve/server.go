@@ -395,7 +395,10 @@ func (s *Server) Refresh(ctx context.Context) error {
 				return fmt.Errorf("cannot define view %s: %w", v.Name, err)
 			}
 		}
-		vs.tideline, vs.version, vs.files, vs.stale = tideline, snap.Version, snap.Files, stale
+		s.speedMu.Lock() // followSpeed reads the tideline under speedMu only
+		vs.tideline = tideline
+		s.speedMu.Unlock()
+		vs.version, vs.files, vs.stale = snap.Version, snap.Files, stale
 		vs.staged = lake.StagedCorrections(snap)
 		s.metrics.tideline.WithLabelValues(v.Name).Set(float64(tideline.Unix()))
 	}

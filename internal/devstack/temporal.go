@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/client"
@@ -31,8 +32,21 @@ type TemporalOptions struct {
 }
 
 // StartTemporal starts `temporal server start-dev` with the UI on and the
-// default namespace, and waits for its health check.
+// default namespace, and waits for its health check. A port it picked that
+// another process took before the server bound it is picked again.
 func StartTemporal(ctx context.Context, o TemporalOptions) (*Temporal, error) {
+	for attempt := 1; ; attempt++ {
+		t, err := startTemporal(ctx, o)
+		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			return t, err
+		}
+		if o.Log != nil {
+			o.Log.Warn("a port the temporal dev server was given was taken; trying others", "err", err)
+		}
+	}
+}
+
+func startTemporal(ctx context.Context, o TemporalOptions) (*Temporal, error) {
 	if o.BinDir == "" {
 		o.BinDir = FindBinDir()
 	}
