@@ -22,11 +22,11 @@ import (
 //
 // So a correction file is staged first: written to the store under a key of
 // its own and named, with its metadata, in a property of the view commit
-// (lake.lake.PropStagedCorrectionCorrection + key). Once that commit has landed, the file is committed to
-// the view's corrections table and its property unset. A commit that does
-// not land names nothing, and its staged files are deleted. A crash between
-// the two leaves the name in the view table, and the next advance, or the
-// retry, records it.
+// (lake.PropStagedCorrection + key). Once that commit has landed, the file is
+// committed to the view's corrections table and its property unset. A commit
+// that does not land names nothing, and its staged files are deleted. A
+// crash between the two leaves the name in the view table, and the next
+// advance, or the retry, records it.
 
 // stageCorrections writes each partition's correction rows to the store
 // and returns the properties that name them, for the view commit that makes
@@ -46,6 +46,7 @@ func (a *Activities) stageCorrections(ctx context.Context, v *spec.View, kind st
 		}
 		js, err := json.Marshal(f)
 		if err != nil {
+			a.dropStaged(ctx, props)
 			return nil, err
 		}
 		props[lake.PropStagedCorrection+key] = string(js)
@@ -71,7 +72,7 @@ func (a *Activities) dropStaged(ctx context.Context, props map[string]string) {
 // to run in any number of activities at once.
 func (a *Activities) recordStaged(ctx context.Context, v *spec.View, snap *lake.Snapshot) error {
 	var files []lake.File
-	clear := map[string]string{}
+	unset := map[string]string{}
 	for _, k := range slices.Sorted(maps.Keys(snap.Props)) {
 		if !strings.HasPrefix(k, lake.PropStagedCorrection) {
 			continue
@@ -81,7 +82,7 @@ func (a *Activities) recordStaged(ctx context.Context, v *spec.View, snap *lake.
 			return fmt.Errorf("cannot read property %s of view table %s (version %d): %w; it names a corrections file to record", k, v.Name, snap.Version, err)
 		}
 		files = append(files, f)
-		clear[k] = ""
+		unset[k] = ""
 	}
 	if len(files) == 0 {
 		return nil
@@ -111,7 +112,7 @@ func (a *Activities) recordStaged(ctx context.Context, v *spec.View, snap *lake.
 			return fromLake(err)
 		}
 	}
-	if _, err := a.viewTable(v).Commit(ctx, lake.Commit{Op: "corrections recorded", Props: clear}); err != nil {
+	if _, err := a.viewTable(v).Commit(ctx, lake.Commit{Op: "corrections recorded", Props: unset}); err != nil {
 		return fromLake(err)
 	}
 	return nil
@@ -132,7 +133,12 @@ func (a *Activities) commitWithCorrections(ctx context.Context, v *spec.View, c 
 	maps.Copy(c.Props, staged)
 	snap, err := a.viewTable(v).Commit(ctx, c)
 	if err != nil {
-		a.dropStaged(ctx, staged)
+		// Only a commit known not to have landed gives its files up: one
+		// that failed otherwise (the store unreachable) may have landed,
+		// and names them.
+		if errors.Is(err, lake.ErrConflict) || errors.Is(err, lake.ErrAlreadyCommitted) {
+			a.dropStaged(ctx, staged)
+		}
 		return nil, fromLake(err)
 	}
 	return snap, nil
