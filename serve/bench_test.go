@@ -86,7 +86,7 @@ func BenchmarkServeViews(b *testing.B) {
 }
 
 // heyFor is how long each load runs: at 64 clients, 2 s is some 25,000
-// requests, so the p99 is drawn from some 250.
+// requests: the p99 is the 250th slowest.
 const heyFor = 2 * time.Second
 
 // runHey runs hey for heyFor with c clients against url and reports its
