@@ -155,8 +155,24 @@ func (e *ValidationError) Is(target error) bool { return target == ErrInvalidEve
 // values. receivedAt is when the broker received it, for max_future checks.
 // Every problem is reported in one *ValidationError.
 func (c *Contract) Decode(data []byte, receivedAt time.Time) (Event, error) {
-	ev := Event{Values: make([]Value, len(c.Fields))}
-	if c.decodeFast(data, receivedAt, &ev) {
+	return c.DecodeInto(nil, data, receivedAt, false)
+}
+
+// DecodeInto is Decode for a hot loop. The values are written into buf's
+// storage when it is large enough. With borrow, the string values that are
+// not an enum's point into data instead of copying it: the event then reads
+// data, which must not change while the event is used, and a string kept
+// past that must be cloned (strings.Clone). Only the common path borrows;
+// an event it cannot decode is copied as by Decode.
+func (c *Contract) DecodeInto(buf []Value, data []byte, receivedAt time.Time, borrow bool) (Event, error) {
+	var ev Event
+	if cap(buf) >= len(c.Fields) {
+		ev.Values = buf[:len(c.Fields)]
+		clear(ev.Values)
+	} else {
+		ev.Values = make([]Value, len(c.Fields))
+	}
+	if c.decodeFast(data, receivedAt, &ev, borrow) {
 		return ev, nil
 	}
 	clear(ev.Values)

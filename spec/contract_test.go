@@ -147,3 +147,37 @@ func TestParseDecimal(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeInto reuses one buffer: nothing of an earlier event shows
+// through, and borrowed strings read the message they came from.
+func TestDecodeInto(t *testing.T) {
+	c := paymentsContract(t)
+	const rest = `"ts":"2026-11-25T11:59:00Z","card_id":"c1","merchant_id":"m1","country":"US","currency":"USD","channel":"pos","amount":1`
+	first := []byte(`{"payment_id":"p1",` + rest + `,"card_present":true}`)
+	second := []byte(`{"payment_id":"p2",` + rest + `}`)
+	buf := make([]Value, len(c.Fields))
+	if _, err := c.DecodeInto(buf, first, time.Time{}, true); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := c.DecodeInto(buf, second, time.Time{}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if &ev.Values[0] != &buf[0] {
+		t.Error("DecodeInto did not write into the buffer it was given")
+	}
+	if cp := ev.Values[c.Field("card_present")]; !cp.Null || cp.Bool {
+		t.Errorf("card_present of the second event = %+v, want null: the first event's value showed through", cp)
+	}
+	id := c.Field("payment_id")
+	if got := ev.Values[id].Str; got != "p2" {
+		t.Fatalf("payment_id = %q, want p2", got)
+	}
+	copy(second[len(`{"payment_id":"`):], "q")
+	if got := ev.Values[id].Str; got != "q2" {
+		t.Errorf("a borrowed payment_id reads %q after its message changed to q2: it was copied", got)
+	}
+	if got := ev.Values[c.Field("currency")].Str; got != "USD" {
+		t.Errorf("currency = %q, want USD (an enum's own string)", got)
+	}
+}

@@ -3,6 +3,7 @@ package spec
 import (
 	"time"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // decodeFast decodes the common case of a valid event in one pass without
@@ -12,12 +13,12 @@ import (
 // unusual (escapes, exponents, nesting, any validation failure) returns
 // false and Decode takes the general path, which also writes the errors.
 // FuzzDecodeFast holds the two paths to agreeing.
-func (c *Contract) decodeFast(data []byte, receivedAt time.Time, ev *Event) bool {
-	d := fastDecoder{b: data}
+func (c *Contract) decodeFast(data []byte, receivedAt time.Time, ev *Event, borrow bool) bool {
+	d := fastDecoder{b: data, borrow: borrow}
 	seen := uint64(0)
 	var unknown [8][]byte // undeclared keys so far, to refuse repeats like the general path
 	nUnknown := 0
-	if len(c.Fields) > 64 || !utf8.Valid(data) {
+	if len(c.Fields) > 64 { // outside strings only ASCII parses; plainString checks inside
 		return false
 	}
 	d.ws()
@@ -101,8 +102,9 @@ func (c *Contract) finishFast(d *fastDecoder, seen uint64, ev *Event) bool {
 }
 
 type fastDecoder struct {
-	b []byte
-	i int
+	b      []byte
+	i      int
+	borrow bool // string values point into b (DecodeInto)
 }
 
 func (d *fastDecoder) ws() {
@@ -132,25 +134,40 @@ func (d *fastDecoder) literal(s string) bool {
 	return false
 }
 
-// plainString reads a string with no escapes and no control characters.
+// plainByte marks the bytes a plain string holds as they are: not a quote,
+// a backslash, a control character or part of a multi-byte character.
+var plainByte = func() (t [256]bool) {
+	for c := 0x20; c < 0x80; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+// plainString reads a string with no escapes and no control characters,
+// in valid UTF-8.
 func (d *fastDecoder) plainString() ([]byte, bool) {
 	if !d.eat('"') {
 		return nil, false
 	}
-	start := d.i
-	for d.i < len(d.b) {
-		c := d.b[d.i]
-		switch {
+	start, ascii := d.i, true
+	for {
+		for d.i < len(d.b) && plainByte[d.b[d.i]] {
+			d.i++
+		}
+		if d.i == len(d.b) {
+			return nil, false
+		}
+		switch c := d.b[d.i]; {
 		case c == '"':
 			s := d.b[start:d.i]
 			d.i++
-			return s, true
-		case c == '\\' || c < 0x20:
+			return s, ascii || utf8.Valid(s)
+		case c < 0x80: // a backslash or a control character
 			return nil, false
 		}
+		ascii = false
 		d.i++
 	}
-	return nil, false
 }
 
 // number reads a JSON integer or decimal without exponent, as digits and
@@ -259,7 +276,11 @@ func (f *Field) decodeFast(d *fastDecoder, receivedAt time.Time, v *Value) bool 
 			}
 			return false
 		}
-		v.Str = string(s)
+		if d.borrow && len(s) > 0 {
+			v.Str = unsafe.String(&s[0], len(s))
+		} else {
+			v.Str = string(s)
+		}
 		return true
 	case TypeBool:
 		if d.literal("true") {

@@ -125,10 +125,17 @@ func FuzzDecodeFast(f *testing.F) {
 	}
 	f.Add([]byte(`{"payment_id":"p1","ts":"2026-11-25T11:59:00.123+05:30","card_id":"c1","merchant_id":"m1","country":"US","currency":"EUR","channel":"ecom","amount":"12.5","x":{"a":[1,"b",null]},"card_present":null}`))
 	f.Add([]byte(` {"payment_id":"p1" , "ts":"2024-02-29T23:59:59Z","card_id":"c1","merchant_id":"m1","country":"US","currency":"USD","channel":"pos","amount":0.01,"y":1,"y":2} `))
+	// UTF-8 is checked inside strings only: outside them nothing but ASCII parses.
+	const rest = `"ts":"2026-11-25T11:59:00Z","card_id":"c1","merchant_id":"m1","country":"US","currency":"USD","channel":"pos","amount":1`
+	f.Add([]byte(`{"payment_id":"pé€😀1",` + rest + `}`))
+	f.Add([]byte("{\"payment_id\":\"p\xff1\"," + rest + "}"))
+	f.Add([]byte("{\"payment_id\":\"p\xe2\x82\"," + rest + "}"))
+	f.Add([]byte("{\"payment_id\":\"p1\",\xc2\xa0" + rest + "}"))
 	recv := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fast := Event{Values: make([]Value, len(c.Fields))}
-		if !c.decodeFast(data, recv, &fast) {
+		borrow := len(data)%2 == 0 // borrowing or not, the same values
+		if !c.decodeFast(data, recv, &fast, borrow) {
 			return
 		}
 		slow, err := c.decodeGeneral(data, recv, Event{Values: make([]Value, len(c.Fields))})

@@ -160,16 +160,18 @@ func (c *Cell) merge(k MeasureKind, o Cell) {
 
 // Values returns the measures' results; a sum, min or max over no non-null
 // value is null, as in SQL.
-func (v *View) Values(a Accumulator) []Value {
-	out := make([]Value, len(a))
+func (v *View) Values(a Accumulator) []Value { return v.AppendValues(nil, a) }
+
+// AppendValues appends the measures' results to dst, as Values returns them.
+func (v *View) AppendValues(dst []Value, a Accumulator) []Value {
 	for i, m := range v.Measures {
 		if a[i].N == 0 && m.Kind != Count && m.Kind != CountIf {
-			out[i] = Value{Null: true}
+			dst = append(dst, Value{Null: true})
 		} else {
-			out[i] = Value{Int: a[i].V}
+			dst = append(dst, Value{Int: a[i].V})
 		}
 	}
-	return out
+	return dst
 }
 
 // SQL renders the DuckDB query computing the view exactly over input, a

@@ -7,7 +7,9 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -36,37 +38,40 @@ type Update struct {
 }
 
 // group is one group of a view with its open windows: few at a time (one,
-// or size/hop for hopping windows, plus those waiting out lateness), so one
-// map lookup per event finds them all.
+// or size/hop for hopping windows, plus those waiting out lateness), kept in
+// one flat slice, so an event reaches all of them with one map lookup and
+// reads no further pointer.
 type group struct {
-	dims   []spec.Value
-	starts []int64 // wins[i].start, kept apart so the search reads one cache line
-	wins   []*window
+	dims []spec.Value // strings cloned: an event's are borrowed from its message
+	// wins holds the windows, stride words each: the start, a dirty flag,
+	// then the spec.Cell (count, value) of each measure.
+	wins  []int64
+	dirty bool // on the view's dirty list
 }
 
-// addWindow adds an open window to the group.
-func (g *group) addWindow(w *window) {
-	g.starts = append(g.starts, w.start)
-	g.wins = append(g.wins, w)
-}
+// The words of a window in group.wins.
+const (
+	winStart = iota
+	winDirty
+	winCells // first of the cells
+)
 
-// window is one open window of one group.
-type window struct {
-	start int64
-	dims  []spec.Value // the group's
-	acc   spec.Accumulator
-	dirty bool
+func (g *group) cells(at, measures int) spec.Accumulator {
+	return unsafe.Slice((*spec.Cell)(unsafe.Pointer(&g.wins[at+winCells])), measures)
 }
 
 type viewState struct {
 	v        *spec.View
 	groups   map[string]*group // dims key -> group
 	minStart int64             // of any open window; MaxInt64 when none
-	dirty    []*window
+	dirty    []*group          // groups with a window changed since Drain
 	row      spec.Row
-	starts   []int64
 	late     uint64
 	horizon  int64 // size + lateness, microseconds
+	hop      int64 // microseconds
+	span     int64 // (size/hop - 1) * hop: the oldest window an event is in starts this far before the latest
+	stride   int   // words per window in group.wins
+	found    []bool
 }
 
 // Operator is the speed layer's pure state machine for one stream: it
@@ -105,7 +110,8 @@ type Operator struct {
 	forget           int64  // ids are kept this long after their event time
 
 	keyBuf []byte
-	open   int // windows held, over every view
+	values []spec.Value // Apply's decode buffer
+	open   int          // windows held, over every view
 }
 
 // NewOperator returns the empty state for the stream and its views.
@@ -117,7 +123,12 @@ func NewOperator(st *spec.Stream) *Operator {
 		MaxCheckpointIDs: 1_000_000,
 	}
 	for _, v := range st.Views {
-		vs := &viewState{v: v, groups: map[string]*group{}, minStart: math.MaxInt64, horizon: (v.Size + v.Lateness).Microseconds()}
+		hop := v.Hop.Microseconds()
+		n := v.Size.Microseconds() / hop
+		vs := &viewState{
+			v: v, groups: map[string]*group{}, minStart: math.MaxInt64, horizon: (v.Size + v.Lateness).Microseconds(),
+			hop: hop, span: (n - 1) * hop, stride: winCells + 2*len(v.Measures), found: make([]bool, n),
+		}
 		op.views = append(op.views, vs)
 		op.forget = max(op.forget, vs.horizon)
 	}
@@ -129,10 +140,11 @@ func (op *Operator) Apply(data []byte, seq uint64, received time.Time) (Outcome,
 	if seq > op.Seq {
 		op.Seq = seq
 	}
-	ev, err := op.st.Contract.Decode(data, received)
+	ev, err := op.st.Contract.DecodeInto(op.values, data, received, true)
 	if err != nil {
 		return Invalid, err
 	}
+	op.values = ev.Values
 	return op.ApplyEvent(ev), nil
 }
 
@@ -163,28 +175,23 @@ func (op *Operator) ApplyEvent(ev spec.Event) Outcome {
 		if !keep {
 			continue
 		}
-		vs.starts = vs.v.Assign(ts, vs.starts[:0])
-		var g *group
-		for _, start := range vs.starts {
-			if op.closed(vs, start) {
-				continue
-			}
-			if g == nil {
-				op.keyBuf = appendDimsKey(op.keyBuf[:0], vs.v, row)
-				if g = vs.groups[string(op.keyBuf)]; g == nil { // no allocation for the lookup
-					g = &group{dims: vs.v.Dims(row)}
-					vs.groups[string(op.keyBuf)] = g
-				}
-			}
-			op.add(vs, g, start, row)
-		}
-		here := g != nil
-		if here {
-			applied = true
-		} else {
+		latest := ts - ((ts%vs.hop)+vs.hop)%vs.hop // the latest window ts is in (spec.View.Assign)
+		if op.closed(vs, latest) {
 			vs.late++
 			late = true
+			continue
 		}
+		op.keyBuf = appendDimsKey(op.keyBuf[:0], vs.v, row)
+		g := vs.groups[string(op.keyBuf)] // no allocation for the lookup
+		if g == nil {
+			g = &group{dims: vs.v.Dims(row)}
+			for i, d := range g.dims {
+				g.dims[i].Str = strings.Clone(d.Str)
+			}
+			vs.groups[string(op.keyBuf)] = g
+		}
+		op.fold(vs, g, latest, row)
+		applied = true
 	}
 	if !applied {
 		delete(op.seen, id)
@@ -193,14 +200,16 @@ func (op *Operator) ApplyEvent(ev spec.Event) Outcome {
 		}
 		return Filtered
 	}
-	op.remember(id, ts/1e6)
+	op.remember(id, ts/1e6, op.Seq)
 	return Applied
 }
 
-func (op *Operator) remember(id uint64, sec int64) {
+// remember records an id put in the dedup set, of an event in second sec
+// applied at seq.
+func (op *Operator) remember(id uint64, sec int64, seq uint64) {
 	op.seenByTime[sec] = append(op.seenByTime[sec], id)
-	if cur, ok := op.seenSeq[sec]; !ok || op.Seq < cur {
-		op.seenSeq[sec] = op.Seq
+	if cur, ok := op.seenSeq[sec]; !ok || seq < cur {
+		op.seenSeq[sec] = seq
 	}
 }
 
@@ -214,10 +223,11 @@ func (op *Operator) ReplayFrom() uint64 { return op.replayFrom }
 // that was late or filtered then is remembered too, which is harmless: a
 // repeat of it would be skipped either way.
 func (op *Operator) Remember(data []byte, seq uint64, received time.Time) {
-	ev, err := op.st.Contract.Decode(data, received)
+	ev, err := op.st.Contract.DecodeInto(op.values, data, received, true)
 	if err != nil {
 		return
 	}
+	op.values = ev.Values
 	c := op.st.Contract
 	sec := ev.Values[c.Time].Int / 1e6
 	if op.Watermark != math.MinInt64 && (sec+1)*1e6+op.forget <= op.Watermark {
@@ -228,10 +238,7 @@ func (op *Operator) Remember(data []byte, seq uint64, received time.Time) {
 		return
 	}
 	op.seen[id] = struct{}{}
-	saved := op.Seq
-	op.Seq = seq
-	op.remember(id, sec)
-	op.Seq = saved
+	op.remember(id, sec, seq)
 }
 
 // closed reports whether the window starting at start has closed.
@@ -239,24 +246,43 @@ func (op *Operator) closed(vs *viewState, start int64) bool {
 	return op.Watermark != math.MinInt64 && start+vs.horizon <= op.Watermark
 }
 
-func (op *Operator) add(vs *viewState, g *group, start int64, row spec.Row) {
-	var w *window
-	for i, x := range g.starts {
-		if x == start {
-			w = g.wins[i]
-			break
+// fold adds a row to every open window of the group that its time is in,
+// the latest of which starts at latest, opening those not held yet.
+func (op *Operator) fold(vs *viewState, g *group, latest int64, row spec.Row) {
+	oldest := latest - vs.span
+	found := vs.found
+	clear(found)
+	for at := 0; at < len(g.wins); at += vs.stride {
+		start := g.wins[at+winStart]
+		if start < oldest || start > latest || op.closed(vs, start) {
+			continue
 		}
+		found[(latest-start)/vs.hop] = true
+		op.addAt(vs, g, at, row)
 	}
-	if w == nil {
-		w = &window{start: start, dims: g.dims, acc: vs.v.NewAccumulator()}
-		g.addWindow(w)
+	for k, ok := range found {
+		start := latest - int64(k)*vs.hop
+		if ok || op.closed(vs, start) {
+			continue
+		}
+		at := len(g.wins)
+		g.wins = slices.Grow(g.wins, vs.stride)[:at+vs.stride]
+		clear(g.wins[at:])
+		g.wins[at+winStart] = start
 		vs.minStart = min(vs.minStart, start)
 		op.open++
+		op.addAt(vs, g, at, row)
 	}
-	vs.v.Add(w.acc, row)
-	if !w.dirty {
-		w.dirty = true
-		vs.dirty = append(vs.dirty, w)
+}
+
+func (op *Operator) addAt(vs *viewState, g *group, at int, row spec.Row) {
+	vs.v.Add(g.cells(at, len(vs.v.Measures)), row)
+	if g.wins[at+winDirty] == 0 {
+		g.wins[at+winDirty] = 1
+		if !g.dirty {
+			g.dirty = true
+			vs.dirty = append(vs.dirty, g)
+		}
 	}
 }
 
@@ -317,14 +343,30 @@ func (op *Operator) Tick(now, lastArrival time.Time) {
 // and a final update for every window the watermark has closed, which it
 // then forgets. It also forgets ids no open window can hold.
 func (op *Operator) Drain(out []Update) []Update {
-	for _, vs := range op.views {
-		for _, w := range vs.dirty {
-			w.dirty = false
-			if op.closed(vs, w.start) {
-				continue // reported below as final
-			}
-			out = append(out, Update{View: vs.v, Start: w.start, Dims: w.dims, Measures: vs.v.Values(w.acc)})
+	var vals []spec.Value // the measures of every update, allocated a chunk at a time
+	value := func(vs *viewState, g *group, at int, final bool) Update {
+		m := len(vs.v.Measures)
+		if cap(vals)-len(vals) < m {
+			vals = make([]spec.Value, 0, max(1024, m))
 		}
+		n := len(vals)
+		vals = vs.v.AppendValues(vals, g.cells(at, m))
+		return Update{View: vs.v, Start: g.wins[at+winStart], Dims: g.dims, Measures: vals[n:len(vals):len(vals)], Final: final}
+	}
+	for _, vs := range op.views {
+		for _, g := range vs.dirty {
+			g.dirty = false
+			for at := 0; at < len(g.wins); at += vs.stride {
+				if g.wins[at+winDirty] == 0 {
+					continue
+				}
+				g.wins[at+winDirty] = 0
+				if !op.closed(vs, g.wins[at+winStart]) { // else reported below as final
+					out = append(out, value(vs, g, at, false))
+				}
+			}
+		}
+		clear(vs.dirty)
 		vs.dirty = vs.dirty[:0]
 		if vs.minStart == math.MaxInt64 || !op.closed(vs, vs.minStart) {
 			continue
@@ -332,18 +374,19 @@ func (op *Operator) Drain(out []Update) []Update {
 		first := len(out)
 		vs.minStart = math.MaxInt64
 		for key, g := range vs.groups {
-			open, starts := g.wins[:0], g.starts[:0]
-			for _, w := range g.wins {
-				if op.closed(vs, w.start) {
-					out = append(out, Update{View: vs.v, Start: w.start, Dims: w.dims, Measures: vs.v.Values(w.acc), Final: true})
+			kept := 0
+			for at := 0; at < len(g.wins); at += vs.stride {
+				start := g.wins[at+winStart]
+				if op.closed(vs, start) {
+					out = append(out, value(vs, g, at, true))
 					op.open--
-				} else {
-					open, starts = append(open, w), append(starts, w.start)
-					vs.minStart = min(vs.minStart, w.start)
+					continue
 				}
+				copy(g.wins[kept:], g.wins[at:at+vs.stride])
+				kept += vs.stride
+				vs.minStart = min(vs.minStart, start)
 			}
-			clear(g.wins[len(open):])
-			if g.wins, g.starts = open, starts; len(open) == 0 {
+			if g.wins = g.wins[:kept]; kept == 0 {
 				delete(vs.groups, key)
 			}
 		}

@@ -60,17 +60,17 @@ func (op *Operator) Snapshot() Snapshot {
 	cells := 0
 	for _, vs := range op.views {
 		for _, g := range vs.groups {
-			cells += len(g.wins) * len(vs.v.Measures)
+			cells += len(g.wins) / vs.stride * len(vs.v.Measures)
 		}
 	}
 	flat := make([]spec.Cell, 0, cells) // one allocation for every accumulator
 	for _, vs := range op.views {
 		snap := viewSnapshot{Name: vs.v.Name, Late: vs.late}
 		for _, g := range vs.groups {
-			for _, w := range g.wins {
-				at := len(flat)
-				flat = append(flat, w.acc...)
-				snap.Windows = append(snap.Windows, windowSnapshot{Start: w.start, Dims: w.dims, Acc: spec.Accumulator(flat[at:len(flat):len(flat)])})
+			for at := 0; at < len(g.wins); at += vs.stride {
+				n := len(flat)
+				flat = append(flat, g.cells(at, len(vs.v.Measures))...)
+				snap.Windows = append(snap.Windows, windowSnapshot{Start: g.wins[at+winStart], Dims: g.dims, Acc: spec.Accumulator(flat[n:len(flat):len(flat)])})
 			}
 		}
 		s.Views = append(s.Views, snap)
@@ -145,7 +145,10 @@ func (op *Operator) Restore(data []byte) error {
 				g = &group{dims: w.Dims}
 				vs.groups[key] = g
 			}
-			g.addWindow(&window{start: w.Start, dims: g.dims, acc: w.Acc})
+			at := len(g.wins)
+			g.wins = append(g.wins, make([]int64, vs.stride)...)
+			g.wins[at+winStart] = w.Start
+			copy(g.cells(at, len(w.Acc)), w.Acc)
 			fresh.open++
 			vs.minStart = min(vs.minStart, w.Start)
 		}
@@ -169,8 +172,8 @@ func (op *Operator) Windows(view string) []Update {
 			continue
 		}
 		for _, g := range vs.groups {
-			for _, w := range g.wins {
-				out = append(out, Update{View: vs.v, Start: w.start, Dims: w.dims, Measures: vs.v.Values(w.acc)})
+			for at := 0; at < len(g.wins); at += vs.stride {
+				out = append(out, Update{View: vs.v, Start: g.wins[at+winStart], Dims: g.dims, Measures: vs.v.Values(g.cells(at, len(vs.v.Measures)))})
 			}
 		}
 	}
