@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -118,6 +119,12 @@ func publishPayments(b *testing.B, bs *benchStack, events []prepared) {
 // publish-to-aggregate throughput.
 func BenchmarkEndToEnd(b *testing.B) {
 	bs := startBenchStack(b, true)
+	publishBatches(b, bs, bs.applied)
+}
+
+// publishBatches publishes e2eBatch payments per iteration and waits until
+// done counts all of them: publish-to-done throughput.
+func publishBatches(b *testing.B, bs *benchStack, done func() uint64) {
 	r := rand.New(rand.NewPCG(5, 5))
 	target := uint64(0)
 	for b.Loop() {
@@ -126,7 +133,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 		b.StartTimer()
 		target += e2eBatch
 		publishPayments(b, bs, events)
-		for bs.applied() < target {
+		for done() < target {
 			time.Sleep(time.Millisecond)
 		}
 	}
@@ -146,6 +153,26 @@ func BenchmarkEndToEndAnchorNatsBench(b *testing.B) {
 	}
 	b.ReportMetric(rate, "events/s")
 	b.ReportMetric(float64(e2eBatch)/rate*1e9, "ns/op")
+}
+
+// BenchmarkEndToEndAnchorPubConsume is BenchmarkEndToEnd with nothing
+// done to an event: the same publishes, read by an ordered consumer like
+// the processor's that only counts them. On one machine the server serves
+// the publisher and the consumer from the same cores, so this, not
+// publishing alone, is the ceiling of publish-to-aggregate.
+func BenchmarkEndToEndAnchorPubConsume(b *testing.B) {
+	bs := startBenchStack(b, false)
+	var consumed atomic.Uint64
+	cons, err := bs.js.OrderedConsumer(context.Background(), StreamName(bs.st), jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cc, err := cons.Consume(func(jetstream.Msg) { consumed.Add(1) }, jetstream.PullMaxMessages(2048))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Stop()
+	publishBatches(b, bs, consumed.Load)
 }
 
 // freshnessRate is the publish rate of the freshness benchmarks: half of

@@ -35,7 +35,18 @@ type Update struct {
 	Dims     []spec.Value
 	Measures []spec.Value
 	Final    bool
+	group    *group // set by Drain: the processor names windows by it
 }
+
+// windowID names a window of an operator's without building its key: the
+// windows of one group have distinct starts, and a group made again after
+// its windows closed only opens later ones.
+type windowID struct {
+	group *group
+	start int64
+}
+
+func (u *Update) id() windowID { return windowID{u.group, u.Start} }
 
 // group is one group of a view with its open windows: few at a time (one,
 // or size/hop for hopping windows, plus those waiting out lateness), kept in
@@ -148,7 +159,9 @@ func (op *Operator) Apply(data []byte, seq uint64, received time.Time) (Outcome,
 	return op.ApplyEvent(ev), nil
 }
 
-// ApplyEvent folds a valid event into every view.
+// ApplyEvent folds a valid event into every view. It keeps none of the
+// event's strings, which may be borrowed (DecodeInto): a new group clones its
+// group-by values.
 func (op *Operator) ApplyEvent(ev spec.Event) Outcome {
 	c := op.st.Contract
 	ts := ev.Values[c.Time].Int
@@ -351,7 +364,7 @@ func (op *Operator) Drain(out []Update) []Update {
 		}
 		n := len(vals)
 		vals = vs.v.AppendValues(vals, g.cells(at, m))
-		return Update{View: vs.v, Start: g.wins[at+winStart], Dims: g.dims, Measures: vals[n:len(vals):len(vals)], Final: final}
+		return Update{View: vs.v, Start: g.wins[at+winStart], Dims: g.dims, Measures: vals[n:len(vals):len(vals)], Final: final, group: g}
 	}
 	for _, vs := range op.views {
 		for _, g := range vs.dirty {

@@ -85,13 +85,13 @@ type Processor struct {
 	oldestUnflushed time.Time
 
 	// Owned by the Run goroutine (flush and checkpoint):
-	lateReported map[string]uint64 // late counts already added to metrics
-	kvPending    map[string]Update // windows changed since the last KV write
+	lateReported map[string]uint64   // late counts already added to metrics
+	kvPending    map[windowID]Update // windows changed since the last KV write
 	kvWatermark  int64
 	wmWritten    int64     // the watermark last written to the view buckets' WatermarkKey
 	kvLast       time.Time // when open windows were last written
 	buf          []byte
-	times        timeTexts
+	texts        *jsonTexts
 	metricUpdate map[string]prometheus.Counter
 	metricFinal  map[string]prometheus.Counter
 	metricEvents map[Outcome]prometheus.Counter
@@ -105,8 +105,8 @@ type Processor struct {
 
 	ckptWG     sync.WaitGroup
 	ckptBusy   atomic.Bool
-	ckptFailed map[string]Update // windows a failed checkpoint did not write; under mu
-	dlq        []deadLetter      // dead letters sent since the last checkpoint; under mu
+	ckptFailed map[windowID]Update // windows a failed checkpoint did not write; under mu
+	dlq        []deadLetter        // dead letters sent since the last checkpoint; under mu
 }
 
 // deadLetter is an async dead-letter publish, kept until a checkpoint has
@@ -122,7 +122,7 @@ type deadLetter struct {
 func NewProcessor(nc *nats.Conn, js jetstream.JetStream, st *spec.Stream, o ProcessorOptions) *Processor {
 	o.defaults()
 	p := &Processor{st: st, nc: nc, js: js, o: o, op: NewOperator(st), log: o.Log.With("stream", st.Name),
-		lateReported: map[string]uint64{}, kvPending: map[string]Update{}, times: timeTexts{}, started: time.Now().UTC()}
+		lateReported: map[string]uint64{}, kvPending: map[windowID]Update{}, texts: newJSONTexts(), started: time.Now().UTC()}
 	p.op.MaxCheckpointIDs = o.MaxCheckpointIDs
 	if m := o.Metrics; m != nil {
 		// Resolved once: label lookups per message would cost more than the work.
@@ -426,7 +426,7 @@ func (p *Processor) flush(context.Context) error {
 	oldest := p.oldestUnflushed
 	p.oldestUnflushed = time.Time{}
 	p.mu.Unlock()
-	clear(p.times)
+	clear(p.texts.times)
 	// One message per view per flush, an update per line: hopping windows
 	// and many groups make updates outnumber events, and per-message costs
 	// would dominate.
@@ -437,8 +437,8 @@ func (p *Processor) flush(context.Context) error {
 				return err
 			}
 		}
-		p.buf = append(u.appendJSON(p.buf, p.times, wm), '\n')
-		p.kvPending[u.View.Name+"/"+u.Key()] = *u
+		p.buf = append(u.appendJSON(p.buf, p.texts, wm), '\n')
+		p.kvPending[u.id()] = *u
 		if p.o.Metrics != nil {
 			if u.Final {
 				p.metricFinal[u.View.Name].Inc()
@@ -529,10 +529,10 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 	wm := p.kvWatermark
 	windows := p.kvPending
 	if wait || time.Since(p.kvLast) >= p.o.KVEvery {
-		p.kvPending = make(map[string]Update, len(windows))
+		p.kvPending = make(map[windowID]Update, len(windows))
 		p.kvLast = time.Now()
 	} else {
-		windows = map[string]Update{}
+		windows = map[windowID]Update{}
 		for k, u := range p.kvPending {
 			if u.Final {
 				windows[k] = u
@@ -545,7 +545,7 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 	write := func() error {
 		defer p.ckptWG.Done()
 		defer p.ckptBusy.Store(false)
-		times := timeTexts{}
+		texts := newJSONTexts()
 		var futures []jetstream.PubAckFuture
 		n := 0
 		for _, u := range windows {
@@ -554,7 +554,7 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 					return err
 				}
 			}
-			data := u.appendJSON(nil, times, wm)
+			data := u.appendJSON(nil, texts, wm)
 			for {
 				f, err := p.js.PublishAsync("$KV."+ViewBucket(u.View.Name)+"."+u.Key(), data)
 				if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {

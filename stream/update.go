@@ -30,53 +30,80 @@ func (u *Update) Key() string {
 // AppendJSON renders the update for the wire, as UpdateJSON marshals, but
 // written directly: the speed layer emits a lot of these.
 func (u *Update) AppendJSON(b []byte, watermark int64) []byte {
-	return u.appendJSON(b, timeTexts{}, watermark)
+	return u.appendJSON(b, newJSONTexts(), watermark)
 }
 
-// timeTexts caches RFC 3339 renderings of instants, which repeat across the
-// updates of one flush (window bounds, the watermark).
-type timeTexts map[int64][]byte
+// jsonTexts caches what repeats across the updates of one flush: RFC 3339
+// renderings of instants (window bounds, the watermark), and each view's
+// names, quoted.
+type jsonTexts struct {
+	times map[int64][]byte
+	views map[*spec.View]*viewTexts
+}
 
-func (tt timeTexts) get(us int64) []byte {
-	if t, ok := tt[us]; ok {
+type viewTexts struct {
+	head     []byte   // {"view":"<name>","window_start":"
+	dims     [][]byte // "<column>": with a comma before all but the first
+	measures [][]byte
+}
+
+func newJSONTexts() *jsonTexts {
+	return &jsonTexts{times: map[int64][]byte{}, views: map[*spec.View]*viewTexts{}}
+}
+
+func (tt *jsonTexts) time(us int64) []byte {
+	if t, ok := tt.times[us]; ok {
 		return t
 	}
 	t := time.UnixMicro(us).UTC().AppendFormat(nil, time.RFC3339Nano)
-	tt[us] = t
+	tt.times[us] = t
 	return t
 }
 
-func (u *Update) appendJSON(b []byte, tt timeTexts, watermark int64) []byte {
-	v := u.View
-	b = append(b, `{"view":`...)
-	b = strconv.AppendQuote(b, v.Name)
-	b = append(b, `,"window_start":"`...)
-	b = append(b, tt.get(u.Start)...)
-	b = append(b, `","window_end":"`...)
-	b = append(b, tt.get(u.Start+v.Size.Microseconds())...)
-	b = append(b, `","dims":{`...)
-	for i, c := range v.GroupBy {
+func (tt *jsonTexts) view(v *spec.View) *viewTexts {
+	if vt := tt.views[v]; vt != nil {
+		return vt
+	}
+	key := func(i int, name string) []byte {
+		var b []byte
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = strconv.AppendQuote(b, c.Name)
-		b = append(b, ':')
+		return append(appendJSONString(b, name), ':')
+	}
+	vt := &viewTexts{head: append(appendJSONString([]byte(`{"view":`), v.Name), `,"window_start":"`...)}
+	for i, c := range v.GroupBy {
+		vt.dims = append(vt.dims, key(i, c.Name))
+	}
+	for i, m := range v.Measures {
+		vt.measures = append(vt.measures, key(i, m.Name))
+	}
+	tt.views[v] = vt
+	return vt
+}
+
+func (u *Update) appendJSON(b []byte, tt *jsonTexts, watermark int64) []byte {
+	v := u.View
+	vt := tt.view(v)
+	b = append(b, vt.head...)
+	b = append(b, tt.time(u.Start)...)
+	b = append(b, `","window_end":"`...)
+	b = append(b, tt.time(u.Start+v.Size.Microseconds())...)
+	b = append(b, `","dims":{`...)
+	for i, c := range v.GroupBy {
+		b = append(b, vt.dims[i]...)
 		b = appendJSONValue(b, u.Dims[i], c.Type, c.Scale)
 	}
 	b = append(b, `},"measures":{`...)
 	for i, m := range v.Measures {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = strconv.AppendQuote(b, m.Name)
-		b = append(b, ':')
+		b = append(b, vt.measures[i]...)
 		t, scale := m.Type()
 		b = appendJSONValue(b, u.Measures[i], t, scale)
 	}
 	b = append(b, `},"final":`...)
 	b = strconv.AppendBool(b, u.Final)
 	b = append(b, `,"watermark":"`...)
-	b = append(b, tt.get(watermark)...)
+	b = append(b, tt.time(watermark)...)
 	return append(b, `"}`...)
 }
 
@@ -85,33 +112,29 @@ func appendJSONValue(b []byte, x spec.Value, t spec.Type, scale int) []byte {
 	case x.Null:
 		return append(b, "null"...)
 	case t == spec.TypeString:
-		// strconv quoting differs from JSON for some control and non-UTF-8
-		// bytes; contract strings are valid UTF-8, and json handles the rest.
-		if !needsJSONEscape(x.Str) {
-			return strconv.AppendQuote(b, x.Str)
-		}
-		q, _ := json.Marshal(x.Str)
-		return append(b, q...)
+		return appendJSONString(b, x.Str)
 	case t == spec.TypeBool:
 		return strconv.AppendBool(b, x.Bool)
 	case t == spec.TypeTimestamp:
 		return strconv.AppendQuote(b, spec.FormatTimestamp(x.Int))
 	case t == spec.TypeDecimal:
-		return append(b, spec.FormatDecimal(x.Int, scale)...)
+		return spec.AppendDecimal(b, x.Int, scale)
 	}
 	return strconv.AppendInt(b, x.Int, 10)
 }
 
-// needsJSONEscape reports whether s has anything strconv.Quote would write
-// differently from JSON: control characters, quotes and backslashes are the
-// same in both, but non-ASCII and DEL are not.
-func needsJSONEscape(s string) bool {
+// appendJSONString appends s as a JSON string. Most are printable ASCII
+// with nothing to escape, and are copied as they are.
+func appendJSONString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f {
-			return true
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			q, _ := json.Marshal(s) // escapes as JSON does; contract strings are valid UTF-8
+			return append(b, q...)
 		}
 	}
-	return false
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // ParseUpdate reads an update of view v from its wire form (the inverse of
