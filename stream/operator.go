@@ -75,6 +75,7 @@ type viewState struct {
 	v        *spec.View
 	groups   map[string]*group // dims key -> group
 	minStart int64             // of any open window; MaxInt64 when none
+	open     int               // windows held
 	dirty    []*group          // groups with a window changed since Drain
 	row      spec.Row
 	late     uint64
@@ -122,7 +123,6 @@ type Operator struct {
 
 	keyBuf []byte
 	values []spec.Value // Apply's decode buffer
-	open   int          // windows held, over every view
 }
 
 // NewOperator returns the empty state for the stream and its views.
@@ -283,7 +283,7 @@ func (op *Operator) fold(vs *viewState, g *group, latest int64, row spec.Row) {
 		clear(g.wins[at:])
 		g.wins[at+winStart] = start
 		vs.minStart = min(vs.minStart, start)
-		op.open++
+		vs.open++
 		op.addAt(vs, g, at, row)
 	}
 }
@@ -392,7 +392,7 @@ func (op *Operator) Drain(out []Update) []Update {
 				start := g.wins[at+winStart]
 				if op.closed(vs, start) {
 					out = append(out, value(vs, g, at, true))
-					op.open--
+					vs.open--
 					continue
 				}
 				copy(g.wins[kept:], g.wins[at:at+vs.stride])
@@ -420,7 +420,13 @@ func (op *Operator) Drain(out []Update) []Update {
 }
 
 // OpenWindows counts the windows held in memory.
-func (op *Operator) OpenWindows() int { return op.open }
+func (op *Operator) OpenWindows() int {
+	n := 0
+	for _, vs := range op.views {
+		n += vs.open
+	}
+	return n
+}
 
 // LateEvents returns late events counted per view since the start.
 func (op *Operator) LateEvents() map[string]uint64 {

@@ -28,9 +28,20 @@ type state struct {
 }
 
 type viewSnapshot struct {
-	Name    string
-	Late    uint64
+	Name string
+	Late uint64
+	// Groups holds the open windows a group at a time, as the operator
+	// keeps them (group.wins): Stride words each.
+	Groups []groupSnapshot
+	Stride int
+	// Windows is how checkpoints written before Groups held them: read
+	// still, so an upgrade resumes; never written.
 	Windows []windowSnapshot
+}
+
+type groupSnapshot struct {
+	Dims []spec.Value
+	Wins []int64
 }
 
 type windowSnapshot struct {
@@ -57,21 +68,17 @@ type Snapshot struct{ s state }
 // Drain, so no update is pending.
 func (op *Operator) Snapshot() Snapshot {
 	s := state{Stream: op.st.Name, Seq: op.Seq, MaxEvent: op.MaxEvent, Watermark: op.Watermark}
-	cells := 0
+	words := 0
 	for _, vs := range op.views {
-		for _, g := range vs.groups {
-			cells += len(g.wins) / vs.stride * len(vs.v.Measures)
-		}
+		words += vs.open * vs.stride
 	}
-	flat := make([]spec.Cell, 0, cells) // one allocation for every accumulator
+	flat := make([]int64, 0, words) // one allocation for every window: this runs under the processor's lock
 	for _, vs := range op.views {
-		snap := viewSnapshot{Name: vs.v.Name, Late: vs.late}
+		snap := viewSnapshot{Name: vs.v.Name, Late: vs.late, Stride: vs.stride, Groups: make([]groupSnapshot, 0, len(vs.groups))}
 		for _, g := range vs.groups {
-			for at := 0; at < len(g.wins); at += vs.stride {
-				n := len(flat)
-				flat = append(flat, g.cells(at, len(vs.v.Measures))...)
-				snap.Windows = append(snap.Windows, windowSnapshot{Start: g.wins[at+winStart], Dims: g.dims, Acc: spec.Accumulator(flat[n:len(flat):len(flat)])})
-			}
+			n := len(flat)
+			flat = append(flat, g.wins...)
+			snap.Groups = append(snap.Groups, groupSnapshot{Dims: g.dims, Wins: flat[n:len(flat):len(flat)]})
 		}
 		s.Views = append(s.Views, snap)
 	}
@@ -131,26 +138,31 @@ func (op *Operator) Restore(data []byte) error {
 			continue // a view removed from the spec since
 		}
 		vs.late = snap.Late
+		changed := fmt.Errorf("cannot restore view %s of stream %s: its measures or group-by changed since the checkpoint; delete the checkpoint to start the view afresh", snap.Name, op.st.Name)
+		if len(snap.Groups) > 0 && snap.Stride != vs.stride {
+			return changed
+		}
+		for _, gs := range snap.Groups {
+			if len(gs.Dims) != len(vs.v.GroupBy) || len(gs.Wins)%vs.stride != 0 {
+				return changed
+			}
+			g := vs.group(gs.Dims)
+			for at := 0; at < len(gs.Wins); at += vs.stride {
+				w := gs.Wins[at : at+vs.stride]
+				w[winDirty] = 0 // a change since the last Drain was not published: it is not pending after a restart
+				fresh.restoreWindow(vs, g, w)
+			}
+		}
 		for _, w := range snap.Windows {
 			if len(w.Acc) != len(vs.v.Measures) || len(w.Dims) != len(vs.v.GroupBy) {
-				return fmt.Errorf("cannot restore view %s of stream %s: its measures or group-by changed since the checkpoint; delete the checkpoint to start the view afresh", snap.Name, op.st.Name)
+				return changed
 			}
-			row := make(spec.Row, len(vs.v.Columns))
-			for i, c := range vs.v.GroupBy {
-				row[c.Index] = w.Dims[i]
+			rec := make([]int64, vs.stride)
+			rec[winStart] = w.Start
+			for i, c := range w.Acc {
+				rec[winCells+2*i], rec[winCells+2*i+1] = c.N, c.V
 			}
-			key := string(appendDimsKey(nil, vs.v, row))
-			g := vs.groups[key]
-			if g == nil {
-				g = &group{dims: w.Dims}
-				vs.groups[key] = g
-			}
-			at := len(g.wins)
-			g.wins = append(g.wins, make([]int64, vs.stride)...)
-			g.wins[at+winStart] = w.Start
-			copy(g.cells(at, len(w.Acc)), w.Acc)
-			fresh.open++
-			vs.minStart = min(vs.minStart, w.Start)
+			fresh.restoreWindow(vs, vs.group(w.Dims), rec)
 		}
 	}
 	for sec, ids := range s.Seen {
@@ -161,6 +173,29 @@ func (op *Operator) Restore(data []byte) error {
 	}
 	*op = *fresh
 	return nil
+}
+
+// group returns the view's group of dims, made if new; Restore's lookup.
+func (vs *viewState) group(dims []spec.Value) *group {
+	row := make(spec.Row, len(vs.v.Columns))
+	for i, c := range vs.v.GroupBy {
+		row[c.Index] = dims[i]
+	}
+	key := string(appendDimsKey(nil, vs.v, row))
+	g := vs.groups[key]
+	if g == nil {
+		g = &group{dims: dims}
+		vs.groups[key] = g
+	}
+	return g
+}
+
+// restoreWindow adds a window of a checkpoint, its words as group.wins
+// holds them, to a group.
+func (op *Operator) restoreWindow(vs *viewState, g *group, w []int64) {
+	g.wins = append(g.wins, w...)
+	vs.open++
+	vs.minStart = min(vs.minStart, w[winStart])
 }
 
 // Windows lists the open windows of a view, ordered by start, for tests and
