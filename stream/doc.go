@@ -31,4 +31,14 @@
 // is late for a view when every window of that view holding it has closed.
 // One processor runs per stream; splitting a stream's subjects between
 // processors is future work.
+//
+// Performance: an event costs one decode into a reused buffer (strings
+// borrowed from the message; a new group clones its dims), one dedup probe,
+// and per view one map lookup of its group, whose windows sit in one flat
+// slice (start, dirty flag, then each measure's count and value), so the
+// fold reads no further pointer; no allocation in the steady state. Pending
+// KV writes are keyed by group and start, and update JSON reuses each
+// view's quoted names. Checkpoints copy each group's slice as it is. What is
+// left is memory latency: a probe of the dedup set and of each view's group
+// map per event (BENCHMARKS.md, BenchmarkOperator).
 package stream
