@@ -149,7 +149,7 @@ func (a *Activities) speedWatermark(ctx context.Context, v *spec.View) (wm, writ
 		// It has closed nothing yet. If it has written windows, it is
 		// running (its first checkpoint, say, still writing them), and
 		// their values are not final: written is when it last wrote.
-		st, err := a.JS.Stream(ctx, "KV_"+stream.ViewBucket(v.Name))
+		st, err := a.JS.Stream(ctx, stream.ViewBucketStream(v.Name))
 		if err != nil {
 			return time.Time{}, time.Time{}, fmt.Errorf("cannot read KV bucket %s: %w", stream.ViewBucket(v.Name), err)
 		}
@@ -194,12 +194,12 @@ func (a *Activities) readSpeed(ctx context.Context, v *spec.View, lo, hi time.Ti
 	bucket := stream.ViewBucket(v.Name)
 	var filters []string
 	for s := lo.UnixMicro(); s < hi.UnixMicro(); s += v.Hop.Microseconds() {
-		filters = append(filters, "$KV."+bucket+"."+strconv.FormatInt(s, 10)+".*")
+		filters = append(filters, stream.ViewKeySubject(v.Name, strconv.FormatInt(s, 10)+".*"))
 	}
 	if len(filters) == 0 {
 		return out, nil
 	}
-	kvStream := "KV_" + bucket
+	kvStream := stream.ViewBucketStream(v.Name)
 	cons, err := a.JS.CreateConsumer(ctx, kvStream, jetstream.ConsumerConfig{
 		FilterSubjects: filters, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
 		AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Minute, MemoryStorage: true,
@@ -226,7 +226,7 @@ func (a *Activities) readSpeed(ctx context.Context, v *spec.View, lo, hi time.Ti
 			}
 			win, key, err := decodeSpeed(v, m.Data())
 			if err != nil {
-				return nil, fmt.Errorf("cannot read window %s of KV bucket %s: %w", strings.TrimPrefix(m.Subject(), "$KV."+bucket+"."), bucket, err)
+				return nil, fmt.Errorf("cannot read window %s of KV bucket %s: %w", strings.TrimPrefix(m.Subject(), stream.ViewKeySubject(v.Name, "")), bucket, err)
 			}
 			out[key] = win
 		}

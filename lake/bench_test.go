@@ -154,6 +154,7 @@ func twentyMillionRows(b *testing.B) (*sql.DB, string) {
 		const files, per = 20, 1_000_000
 		// Written on every core (it is most of the package's bench time),
 		// committed in sequence order.
+		contract := paymentsSpec(b).Stream("payments").Contract
 		written := make([]File, files)
 		errs := make([]error, files)
 		var wg sync.WaitGroup
@@ -163,7 +164,11 @@ func twentyMillionRows(b *testing.B) (*sql.DB, string) {
 				for i := range next {
 					p := PartitionOf(benchBase.Add(time.Duration(i)*5*time.Minute).UnixMicro(), 5*time.Minute)
 					from := uint64(i*per + 1)
-					rows := genPayments(b, per, uint64(i), p.Start, p.Size, int64(from))
+					rows, err := genPaymentRows(contract, per, uint64(i), p.Start, p.Size, int64(from))
+					if err != nil {
+						errs[i] = err
+						continue
+					}
 					written[i], errs[i] = PutParquet(ctx, s, RawFileKey("payments", p, from, from+per-1), p.Path(), rows, WriteOptions{SortBy: "ts"})
 				}
 			})

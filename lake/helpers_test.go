@@ -22,7 +22,15 @@ func paymentsSpec(t testing.TB) *spec.Spec {
 // from base, sequences from firstSeq, and some nulls in optional fields.
 func genPayments(t testing.TB, n int, seed uint64, base time.Time, span time.Duration, firstSeq int64) *Rows {
 	t.Helper()
-	c := paymentsSpec(t).Stream("payments").Contract
+	rows, err := genPaymentRows(paymentsSpec(t).Stream("payments").Contract, n, seed, base, span, firstSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rows
+}
+
+// genPaymentRows is genPayments for any goroutine: it fails with an error.
+func genPaymentRows(c *spec.Contract, n int, seed uint64, base time.Time, span time.Duration, firstSeq int64) (*Rows, error) {
 	rows := NewRows(RawSchema(c), n)
 	r := rand.New(rand.NewPCG(seed, 1))
 	countries := []string{"US", "DE", "GB", "BR", "JP", "FR"}
@@ -55,7 +63,7 @@ func genPayments(t testing.TB, n int, seed uint64, base time.Time, span time.Dur
 					v.Bool = r.IntN(2) == 0
 				}
 			default:
-				t.Fatalf("genPayments does not know field %s", f.Name)
+				return nil, fmt.Errorf("genPayments does not know field %s", f.Name)
 			}
 			row[j] = v
 		}
@@ -63,5 +71,5 @@ func genPayments(t testing.TB, n int, seed uint64, base time.Time, span time.Dur
 		row[len(c.Fields)+1] = spec.Value{Int: ts + r.Int64N(2e6)}
 		rows.Append(row...)
 	}
-	return rows
+	return rows, nil
 }

@@ -556,7 +556,7 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 			}
 			data := u.appendJSON(nil, texts, wm)
 			for {
-				f, err := p.js.PublishAsync("$KV."+ViewBucket(u.View.Name)+"."+u.Key(), data)
+				f, err := p.js.PublishAsync(ViewKeySubject(u.View.Name, u.Key()), data)
 				if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
 					// Back-pressure from a slow server: wait for the acks
 					// in flight, then send this one again.
@@ -599,7 +599,7 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 		if wm != math.MinInt64 && wm != p.wmWritten {
 			wmData, _ := json.Marshal(WatermarkJSON{Watermark: time.UnixMicro(wm).UTC()})
 			for _, v := range p.st.Views {
-				if _, err := p.js.Publish(ctx, "$KV."+ViewBucket(v.Name)+"."+WatermarkKey, wmData); err != nil {
+				if _, err := p.js.Publish(ctx, ViewKeySubject(v.Name, WatermarkKey), wmData); err != nil {
 					return fmt.Errorf("cannot write the watermark of view %s to its bucket: %w", v.Name, err)
 				}
 			}

@@ -40,6 +40,14 @@ func ViewSubject(view string) string { return "tl.views." + view }
 // window of a view.
 func ViewBucket(view string) string { return "tl_view_" + view }
 
+// ViewBucketStream is the JetStream stream behind a view's KV bucket, for
+// reads the KV API does not offer.
+func ViewBucketStream(view string) string { return "KV_" + ViewBucket(view) }
+
+// ViewKeySubject is the subject of key in a view's KV bucket: publishing to
+// it writes the key, and a key of wildcards filters a read of the stream.
+func ViewKeySubject(view, key string) string { return "$KV." + ViewBucket(view) + "." + key }
+
 // WatermarkKey is the key in each view bucket that holds the processor's
 // watermark, as {"watermark": "<RFC 3339>"}. It is written only after every
 // window write before it is acknowledged, so a reader that sees watermark W
