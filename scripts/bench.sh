@@ -10,9 +10,11 @@ raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
 # One package at a time: two packages' benchmarks running at once on a small
 # machine would measure each other. The memory peak runs the whole stack and
-# reports a peak, not a time: once is enough.
-go test -p 1 -run '^$' -bench . -skip BenchmarkMemoryPeak -benchmem -count "$count" ./... | tee "$raw" | grep -E '^(Benchmark|ok|FAIL)' >&2
-go test -run '^$' -bench BenchmarkMemoryPeak -count 1 ./test | tee -a "$raw" | grep -E '^(Benchmark|ok|FAIL)' >&2
+# reports a peak, not a time: once is enough. A failing benchmark's lines
+# (--- FAIL, its file:line messages, a panic) are shown too.
+shown='^(Benchmark|ok|FAIL|--- FAIL|panic:|\s+\S+_test\.go:[0-9]+:)'
+go test -p 1 -run '^$' -bench . -skip BenchmarkMemoryPeak -benchmem -count "$count" ./... | tee "$raw" | grep -E "$shown" >&2
+go test -run '^$' -bench BenchmarkMemoryPeak -count 1 ./test | tee -a "$raw" | grep -E "$shown" >&2
 cpu=$(grep -m1 '^cpu:' "$raw" | cut -d' ' -f2- || true)
 {
   echo "# Benchmarks"
