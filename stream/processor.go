@@ -140,7 +140,8 @@ func NewProcessor(nc *nats.Conn, js jetstream.JetStream, st *spec.Stream, o Proc
 }
 
 // Run processes until ctx ends or a fatal error, then takes a last
-// checkpoint.
+// checkpoint. Call it once per Processor: its pending outputs name the
+// operator's groups, which a restore replaces.
 func (p *Processor) Run(ctx context.Context) error {
 	kv, err := p.js.KeyValue(ctx, CheckpointBucket)
 	if err != nil {
