@@ -87,12 +87,16 @@ func (v *View) PrepareInto(buf Row, e Event) (Row, bool) {
 // ts falls in, latest first. Windows are aligned to the Unix epoch.
 func (v *View) Assign(ts int64, starts []int64) []int64 {
 	hop := v.Hop.Microseconds()
-	base := ts - floorMod(ts, hop)
+	base := v.LatestStart(ts)
 	for k := int64(0); k < v.Size.Microseconds()/hop; k++ {
 		starts = append(starts, base-k*hop)
 	}
 	return starts
 }
+
+// LatestStart is the start of the latest window ts falls in: the first
+// that Assign returns.
+func (v *View) LatestStart(ts int64) int64 { return ts - floorMod(ts, v.Hop.Microseconds()) }
 
 func floorMod(a, m int64) int64 { return ((a % m) + m) % m }
 

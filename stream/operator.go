@@ -188,7 +188,7 @@ func (op *Operator) ApplyEvent(ev spec.Event) Outcome {
 		if !keep {
 			continue
 		}
-		latest := ts - ((ts%vs.hop)+vs.hop)%vs.hop // the latest window ts is in (spec.View.Assign)
+		latest := vs.v.LatestStart(ts)
 		if op.closed(vs, latest) {
 			vs.late++
 			late = true
