@@ -150,7 +150,7 @@ func (op *Operator) Restore(data []byte) error {
 			for at := 0; at < len(gs.Wins); at += vs.stride {
 				w := gs.Wins[at : at+vs.stride]
 				w[winDirty] = 0 // a change since the last Drain was not published: it is not pending after a restart
-				fresh.restoreWindow(vs, g, w)
+				vs.restoreWindow(g, w)
 			}
 		}
 		for _, w := range snap.Windows {
@@ -162,7 +162,7 @@ func (op *Operator) Restore(data []byte) error {
 			for i, c := range w.Acc {
 				rec[winCells+2*i], rec[winCells+2*i+1] = c.N, c.V
 			}
-			fresh.restoreWindow(vs, vs.group(w.Dims), rec)
+			vs.restoreWindow(vs.group(w.Dims), rec)
 		}
 	}
 	for sec, ids := range s.Seen {
@@ -192,7 +192,7 @@ func (vs *viewState) group(dims []spec.Value) *group {
 
 // restoreWindow adds a window of a checkpoint, its words as group.wins
 // holds them, to a group.
-func (op *Operator) restoreWindow(vs *viewState, g *group, w []int64) {
+func (vs *viewState) restoreWindow(g *group, w []int64) {
 	g.wins = append(g.wins, w...)
 	vs.open++
 	vs.minStart = min(vs.minStart, w[winStart])
