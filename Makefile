@@ -10,10 +10,14 @@ TEMPORAL_CLI_VERSION := v1.5.1
 MINIO_VERSION        := v0.0.0-20260212201848-7aac2a2c5b7c
 NATSCLI_VERSION      := v0.5.0
 HEY_VERSION          := v0.1.4
+# make compose-test only: docker compose v2 (built from source), and the
+# nats-server in the nats:2.11-alpine stand-in.
+COMPOSE_VERSION      := v2.40.3
+NATS_STANDIN_VERSION := v2.11.17
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help tools browser build test vet bench faults soak dev fuzz clean
+.PHONY: help tools browser build test vet bench faults soak dev fuzz clean compose-test
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -43,6 +47,10 @@ vet: ## gofmt check and go vet
 test: tools vet ## the README's test command: tools, vet, every test against the real stack, then the fault suite
 	$(GO) test -race -count=1 -v -p 1 -timeout 40m $$($(GO) list ./... | grep -v '^tideline/test$$')
 	$(GO) test -count=1 -v -timeout 20m ./test
+
+compose-test: tools ## docker compose up for real on a Docker engine (installed and started if none answers), driven end to end; skipped loudly where no engine can run
+	COMPOSE_VERSION=$(COMPOSE_VERSION) NATS_STANDIN_VERSION=$(NATS_STANDIN_VERSION) \
+	TEMPORAL_CLI_VERSION=$(TEMPORAL_CLI_VERSION) MINIO_VERSION=$(MINIO_VERSION) scripts/compose-test.sh
 
 faults: tools ## the fault suite once: kill -9 of stream, worker and serve, MinIO down, NATS and Temporal restarts, a backfill twice at once
 	$(GO) test -count=1 -v -timeout 20m -run TestFaults ./test

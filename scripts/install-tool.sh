@@ -18,5 +18,8 @@ echo "tools: building $pkg@$version into bin/$name (the first build takes severa
 start=$(date +%s)
 GOBIN="$bin" go install "$pkg@$version"
 built=$(basename "$pkg")
+# go install names a module path ending in a major version (.../v2) by the
+# element before it.
+case $built in v[0-9]*) built=$(basename "$(dirname "$pkg")") ;; esac
 if [ "$built" != "$name" ]; then mv -f "$bin/$built" "$bin/$name"; fi
 echo "tools: built bin/$name in $(( $(date +%s) - start ))s"

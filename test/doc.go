@@ -7,4 +7,9 @@
 //
 // `make test` runs the short version (one round of each fault) last;
 // `make soak` repeats rounds for TIDELINE_SOAK (default 30m).
+//
+// TestComposeStack holds `docker compose up` of the project's own
+// docker-compose.yml to the same kind of oracle, through its published
+// ports only; `make compose-test` brings the stack up on a real Docker
+// engine and runs it (elsewhere it skips).
 package faults
