@@ -156,7 +156,7 @@ func (r *Runner) replay(ctx context.Context) error {
 			continue
 		}
 		if ev, err := st.Contract.Decode(msg.Data(), meta.Timestamp); err == nil {
-			r.Scorer.Remember(ev)
+			r.Scorer.Remember(ev, meta.Timestamp)
 			n++
 		}
 		if meta.Sequence.Stream >= info.State.LastSeq || meta.NumPending == 0 {
@@ -179,7 +179,7 @@ func (r *Runner) consume(msg jetstream.Msg) {
 		_ = msg.Ack() // the speed layer dead-letters it
 		return
 	}
-	d, ok := r.Scorer.Score(ev)
+	d, ok := r.Scorer.Score(ev, meta.Timestamp)
 	if ok {
 		if err := r.publish(context.Background(), d); err != nil {
 			r.Log.Warn("cannot publish a decision; the payment is redelivered", "payment_id", d.PaymentID, "err", err)
@@ -224,7 +224,7 @@ func (r *Runner) request(m *nats.Msg) {
 		reply(Reply{Error: "invalid payment: " + err.Error()})
 		return
 	}
-	d, ok := r.Scorer.Score(ev)
+	d, ok := r.Scorer.Score(ev, start)
 	if !ok {
 		reply(Reply{Error: "payment " + ev.Values[st.Contract.ID].Str + " was scored already; send a new payment_id"})
 		return

@@ -57,7 +57,7 @@ func TestRules(t *testing.T) {
 	// No lake: fallback, speed rules only.
 	var got []string
 	for i := range 8 {
-		d, ok := sc.Score(payment(t, s, pay(fmt.Sprint("b", i), "card-x", fmt.Sprintf("m-%04d", i), "1.50", time.Duration(i)*3*time.Second)))
+		d, ok := sc.Score(payment(t, s, pay(fmt.Sprint("b", i), "card-x", fmt.Sprintf("m-%04d", i), "1.50", time.Duration(i)*3*time.Second)), time.Now())
 		if !ok || !d.Fallback {
 			t.Fatalf("burst payment %d: ok %v, %+v; want a fallback decision", i, ok, d)
 		}
@@ -67,11 +67,11 @@ func TestRules(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("burst decisions %v, want %v", got, want)
 	}
-	if _, ok := sc.Score(payment(t, s, pay("b3", "card-x", "m-0001", "1.50", 30*time.Second))); ok {
+	if _, ok := sc.Score(payment(t, s, pay("b3", "card-x", "m-0001", "1.50", 30*time.Second)), time.Now()); ok {
 		t.Errorf("a payment id scored twice")
 	}
 	spike := pay("s1", "card-y", "m-0001", "5000.00", time.Minute)
-	d, _ := sc.Score(payment(t, s, spike))
+	d, _ := sc.Score(payment(t, s, spike), time.Now())
 	if d.Decision != Approved || d.Reasons != "big_amount" {
 		t.Errorf("a spike without history: %+v; want approved on big_amount alone", d)
 	}
@@ -80,17 +80,17 @@ func TestRules(t *testing.T) {
 	sc.SetBatch(Batch{"card-y": {Payments: 10, AmountSum: 20000, AmountMax: 4000, Countries: map[string]bool{"US": true}}})
 	sc.SetMerchants(map[string]Merchant{"m-0001": {Category: "gaming", Risk: "high"}})
 	spike["payment_id"] = "s2"
-	d, _ = sc.Score(payment(t, s, spike))
+	d, _ = sc.Score(payment(t, s, spike), time.Now())
 	if d.Decision != Flagged || d.Fallback || d.MerchantCategory != "gaming" || !strings.Contains(d.Reasons, "amount_spike") || !strings.Contains(d.Reasons, "risky_merchant") {
 		t.Errorf("a spike with history: %+v; want flagged on amount_spike, big_amount and risky_merchant", d)
 	}
 	abroad := pay("a1", "card-y", "m-0002", "12.00", 2*time.Minute)
 	abroad["country"], abroad["currency"] = "BR", "BRL"
-	d, _ = sc.Score(payment(t, s, abroad))
+	d, _ = sc.Score(payment(t, s, abroad), time.Now())
 	if !strings.Contains(d.Reasons, "unusual_country") || d.Decision != Approved {
 		t.Errorf("a small payment abroad: %+v; want approved with unusual_country", d)
 	}
-	d, _ = sc.Score(payment(t, s, pay("n1", "card-new", "m-0003", "12.00", 3*time.Minute)))
+	d, _ = sc.Score(payment(t, s, pay("n1", "card-new", "m-0003", "12.00", 3*time.Minute)), time.Now())
 	if d.Reasons != "" || d.Decision != Approved || d.Fallback {
 		t.Errorf("an ordinary payment of a card with no history: %+v", d)
 	}
@@ -256,5 +256,50 @@ func TestRequestReply(t *testing.T) {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
+	}
+}
+
+// TestScorerClockCannotBePoisoned: one request dated 59 minutes ahead
+// (inside the contract's max_future) does not age every card's recent
+// payments out of the features: a card-testing burst after it is still
+// seen.
+func TestScorerClockCannotBePoisoned(t *testing.T) {
+	s := exampleSpec(t)
+	sc := New(s.Scoring)
+	now := time.Now().UTC()
+	pay := func(id, card string, ts time.Time) map[string]any {
+		return map[string]any{"payment_id": id, "ts": ts.Format(time.RFC3339Nano), "card_id": card, "merchant_id": "m-0001",
+			"country": "US", "amount": "1.00", "currency": "USD", "channel": "ecom"}
+	}
+	sc.Score(payment(t, s, pay("future", "card-liar", now.Add(59*time.Minute))), now)
+	var d Decision
+	for i := range 7 {
+		at := now.Add(time.Duration(i) * time.Second)
+		d, _ = sc.Score(payment(t, s, pay(fmt.Sprint("burst-", i), "card-tested", at)), at)
+	}
+	if !strings.Contains(d.Reasons, "card_testing") {
+		t.Fatalf("7th payment of a burst after a future-dated one: score %d (%s); want card_testing among the reasons", d.Score, d.Reasons)
+	}
+}
+
+// TestScorerStateBoundedPerCard: a card with tens of thousands of payments
+// in minutes keeps at most MaxRecentPerCard of them, so its cost per
+// payment does not grow with its history; its counts saturate far above
+// every rule's threshold.
+func TestScorerStateBoundedPerCard(t *testing.T) {
+	s := exampleSpec(t)
+	sc := New(s.Scoring)
+	now := time.Now().UTC()
+	var d Decision
+	for i := range 5000 {
+		at := now.Add(time.Duration(i) * 10 * time.Millisecond)
+		d, _ = sc.Score(payment(t, s, map[string]any{"payment_id": fmt.Sprint("p", i), "ts": at.Format(time.RFC3339Nano), "card_id": "card-hot",
+			"merchant_id": "m-0001", "country": "US", "amount": "1.00", "currency": "USD", "channel": "ecom"}), at)
+	}
+	if n := len(sc.cards["card-hot"]); n > MaxRecentPerCard {
+		t.Fatalf("the speed state holds %d payments of one card; want at most %d", n, MaxRecentPerCard)
+	}
+	if !strings.Contains(d.Reasons, "card_testing") || !strings.Contains(d.Reasons, "velocity") {
+		t.Errorf("the 5,000th payment in 50 s: %s; want card_testing and velocity", d.Reasons)
 	}
 }

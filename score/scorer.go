@@ -5,7 +5,11 @@
 //   - Speed features (the card's payments and amount in the last 1 and 5
 //     minutes, distinct merchants and countries in the last 10) come from
 //     the scorer's own state of recent payments, by event time. At start it
-//     reads the last 10 minutes of the stream back into that state.
+//     reads the last 10 minutes of the stream back into that state. Its
+//     clock is the largest event time seen, each bounded by when the
+//     payment was received, and it keeps at most MaxRecentPerCard payments
+//     per card, so neither a wrong producer clock nor a hot card can blind
+//     it or make it slow.
 //   - Batch features (the card's 30-day payments, average and largest
 //     amount, and the countries it uses) come from the lake's batch view
 //     card_country_minute; reference features (merchant category and risk)
@@ -96,6 +100,13 @@ type recent struct {
 // longest feature window.
 const keep = 10 * time.Minute
 
+// MaxRecentPerCard bounds the payments the speed state keeps per card, so a
+// card's cost per payment and its memory do not grow with its history. A
+// card past it in the last 11 minutes has its speed features computed over
+// its latest MaxRecentPerCard payments: counts saturate there, far above
+// any rule's threshold.
+const MaxRecentPerCard = 256
+
 // New returns a scorer for the spec's scoring section.
 func New(sc *spec.Scoring) *Scorer {
 	c := sc.Stream.Contract
@@ -132,20 +143,22 @@ func (s *Scorer) SetMerchants(m map[string]Merchant) {
 }
 
 // Remember adds a payment to the speed state without scoring it: the
-// replay of recent payments at start.
-func (s *Scorer) Remember(ev spec.Event) {
+// replay of recent payments at start. received is when the broker (or the
+// scorer, for a request) received it.
+func (s *Scorer) Remember(ev spec.Event, received time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	id := ev.Values[s.id].Str
 	if _, dup := s.seen[id]; dup {
 		return
 	}
-	s.add(ev)
+	s.add(ev, received)
 }
 
-// Score decides a payment. ok is false when the payment was scored before
-// (a retry, or a payment scored by request and then read from the stream).
-func (s *Scorer) Score(ev spec.Event) (d Decision, ok bool) {
+// Score decides a payment received at received. ok is false when the
+// payment was scored before (a retry, or a payment scored by request and
+// then read from the stream).
+func (s *Scorer) Score(ev spec.Event, received time.Time) (d Decision, ok bool) {
 	v := ev.Values
 	row := s.sc.Row()
 	copy(row, v)
@@ -173,7 +186,7 @@ func (s *Scorer) Score(ev spec.Event) (d Decision, ok bool) {
 		}
 		merchants[r.merchant], countries[r.country] = true, true
 	}
-	s.add(ev)
+	s.add(ev, received)
 	s.mu.Unlock()
 
 	row[f+0], row[f+1] = spec.Value{Int: n1}, spec.Value{Int: a1}
@@ -219,16 +232,22 @@ func (s *Scorer) Score(ev spec.Event) (d Decision, ok bool) {
 
 // add puts a payment in the speed state and prunes what fell out of it.
 // Caller holds mu.
-func (s *Scorer) add(ev spec.Event) {
+func (s *Scorer) add(ev spec.Event, received time.Time) {
 	v := ev.Values
 	ts, card := v[s.ts].Int, v[s.card].Str
 	s.seen[v[s.id].Str] = ts
 	rs := append(s.cards[card], recent{ts: ts, amount: v[s.amount].Int, merchant: v[s.merchant].Str, country: v[s.country].Str})
-	if ts > s.maxTS {
-		s.maxTS = ts
+	// I7: a payment moves the scorer's clock no further than the time it
+	// was received, so a producer whose clock runs ahead cannot age every
+	// card's recent payments out of the features.
+	if now := min(ts, received.UnixMicro()); now > s.maxTS {
+		s.maxTS = now
 	}
 	horizon := s.maxTS - (keep + time.Minute).Microseconds() // a minute of disorder
 	rs = slices.DeleteFunc(rs, func(r recent) bool { return r.ts < horizon })
+	if len(rs) > MaxRecentPerCard {
+		rs = slices.Delete(rs, 0, len(rs)-MaxRecentPerCard) // the earliest received go first
+	}
 	s.cards[card] = rs
 	if s.scored++; s.scored%10_000 == 0 {
 		for c, rs := range s.cards {

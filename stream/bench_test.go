@@ -75,7 +75,7 @@ func BenchmarkOperator(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		if _, err := op.Apply(events.at(i%events.len()), uint64(i+1), genStart); err != nil {
+		if _, err := op.Apply(events.at(i%events.len()), uint64(i+1), genStart.Add(time.Hour)); err != nil {
 			b.Fatal(err)
 		}
 		i++

@@ -10,8 +10,9 @@
 //   - Operator is the pure state machine: contract validation, event-time
 //     windows of every view of the stream (tumbling and hopping, from the
 //     same spec.View definitions the batch SQL is generated from), the
-//     watermark (max event time − out-of-orderness, advanced on idle while
-//     the processor is caught up and connected),
+//     watermark (max event time − out-of-orderness, each event's time bounded
+//     by the broker's receive time so a producer's clock cannot move it, and
+//     advanced on idle while the processor is caught up and connected),
 //     lateness, and dedup of ids while a window holding them is open.
 //   - Processor drives an Operator from an ordered JetStream consumer.
 //     Invalid messages go, unchanged, to the dead-letter stream with a

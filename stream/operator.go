@@ -91,8 +91,9 @@ type viewState struct {
 // every view of the stream, and says which windows changed or closed. It
 // does no I/O and is not safe for concurrent use; Processor drives it.
 //
-// Event time semantics: the watermark is the largest event time seen minus
-// the stream's out-of-orderness bound. A window [start, end) of a view closes
+// Event time semantics: the watermark is the largest event time seen, each
+// bounded by the broker's receive time of its event, minus the stream's
+// out-of-orderness bound. A window [start, end) of a view closes
 // once the watermark reaches end + the view's lateness; an event whose
 // windows have all closed is late and left for the batch layer. An event
 // whose id was already applied, while a window holding it is still open, is
@@ -103,7 +104,7 @@ type Operator struct {
 	ooo   int64 // out-of-orderness, microseconds
 
 	Seq       uint64 // last stream sequence applied
-	MaxEvent  int64  // largest event time seen, UTC microseconds
+	MaxEvent  int64  // largest event time seen, each bounded by its receive time; UTC microseconds
 	Watermark int64
 
 	// seen remembers the 64-bit hashes of applied ids until no window
@@ -156,13 +157,13 @@ func (op *Operator) Apply(data []byte, seq uint64, received time.Time) (Outcome,
 		return Invalid, err
 	}
 	op.values = ev.Values
-	return op.ApplyEvent(ev), nil
+	return op.applyEvent(ev, received), nil
 }
 
-// ApplyEvent folds a valid event into every view. It keeps none of the
+// applyEvent folds a valid event into every view. It keeps none of the
 // event's strings, which may be borrowed (DecodeInto): a new group clones its
 // group-by values.
-func (op *Operator) ApplyEvent(ev spec.Event) Outcome {
+func (op *Operator) applyEvent(ev spec.Event, received time.Time) Outcome {
 	c := op.st.Contract
 	ts := ev.Values[c.Time].Int
 	id := idHash(ev.Values[c.ID], c.Fields[c.ID].Type)
@@ -173,9 +174,17 @@ func (op *Operator) ApplyEvent(ev spec.Event) Outcome {
 	if len(op.seen) == n {
 		return Duplicate
 	}
-	if ts > op.MaxEvent {
-		op.MaxEvent = ts
-		if wm := ts - op.ooo; wm > op.Watermark {
+	// I7: an event moves event time no further than the broker's clock said
+	// when it arrived. A producer whose clock runs ahead still counts in its
+	// own (future) window, which closes when that time comes; it cannot
+	// close anyone else's.
+	bounded := ts
+	if !received.IsZero() {
+		bounded = min(ts, received.UnixMicro())
+	}
+	if bounded > op.MaxEvent {
+		op.MaxEvent = bounded
+		if wm := bounded - op.ooo; wm > op.Watermark {
 			op.Watermark = wm
 		}
 	}
@@ -337,6 +346,23 @@ func idKey(v spec.Value, t spec.Type) string {
 		return strconv.FormatInt(v.Int, 10)
 	}
 	return v.Str
+}
+
+// Heal takes back event time that runs ahead of now, the clock of the
+// process: a checkpoint written before event time was bounded by the
+// broker's clock (I7) may hold a watermark a future-dated event moved up to
+// an hour ahead, which would leave every event after it late. It reports
+// how far ahead event time was. Windows the poisoned watermark closed early
+// stay closed; batch counts what they missed.
+func (op *Operator) Heal(now time.Time) time.Duration {
+	n := now.UnixMicro()
+	if op.MaxEvent == math.MinInt64 || op.MaxEvent <= n {
+		return 0
+	}
+	ahead := time.Duration(op.MaxEvent-n) * time.Microsecond
+	op.MaxEvent = n
+	op.Watermark = min(op.Watermark, n-op.ooo)
+	return ahead
 }
 
 // Tick advances the watermark on idle: once no event has arrived for the

@@ -11,6 +11,11 @@ import (
 
 var t0 = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 
+// recv is when the broker received the tests' events, unless a test says
+// otherwise: after all of them, so the receive-time bound on event time
+// (I7) does not hold them back.
+var recv = t0.Add(time.Hour)
+
 func payment(id string, at time.Duration, merchant string, amount string) []byte {
 	return fmt.Appendf(nil, `{"payment_id":%q,"ts":%q,"card_id":"c1","merchant_id":%q,"country":"US","amount":%q,"currency":"USD","channel":"pos"}`,
 		id, t0.Add(at).Format(time.RFC3339Nano), merchant, amount)
@@ -22,7 +27,7 @@ func TestOperatorWindowsAndWatermark(t *testing.T) {
 	seq := uint64(0)
 	apply := func(data []byte) Outcome {
 		seq++
-		out, err := op.Apply(data, seq, t0)
+		out, err := op.Apply(data, seq, recv)
 		if out == Invalid && err == nil {
 			t.Fatal("invalid without an error")
 		}
@@ -88,7 +93,7 @@ func TestOperatorWindowsAndWatermark(t *testing.T) {
 func TestOperatorIdleAdvance(t *testing.T) {
 	s := fastSpec(t)
 	op := NewOperator(s.Stream("payments"))
-	op.Apply(payment("a", time.Second, "m1", "1.00"), 1, t0)
+	op.Apply(payment("a", time.Second, "m1", "1.00"), 1, recv)
 	arrival := time.Now()
 	op.Tick(arrival.Add(100*time.Millisecond), arrival) // under the 200ms idle timeout
 	if op.Watermark != t0.Add(500*time.Millisecond).UnixMicro() {
@@ -151,7 +156,7 @@ func TestOperatorCheckpointResume(t *testing.T) {
 					t.Fatalf("restored %d open windows, checkpointed %d", op.OpenWindows(), open)
 				}
 			}
-			op.Apply(e, uint64(i+1), t0)
+			op.Apply(e, uint64(i+1), recv)
 			if i%5 == 0 {
 				collect()
 			}
@@ -177,10 +182,10 @@ func TestOperatorRestoresEarlierCheckpoints(t *testing.T) {
 	s := fastSpec(t)
 	op := NewOperator(s.Stream("payments"))
 	for i := range 40 {
-		op.Apply(payment(fmt.Sprint("p", i), time.Duration(i)*200*time.Millisecond, fmt.Sprint("m", i%3), "1.50"), uint64(i+1), t0)
+		op.Apply(payment(fmt.Sprint("p", i), time.Duration(i)*200*time.Millisecond, fmt.Sprint("m", i%3), "1.50"), uint64(i+1), recv)
 	}
 	op.Drain(nil)
-	op.Apply(payment("late-change", 7*time.Second, "m1", "2.00"), 41, t0) // dirty, not drained
+	op.Apply(payment("late-change", 7*time.Second, "m1", "2.00"), 41, recv) // dirty, not drained
 	snap := op.Snapshot()
 	old := snap.s
 	old.Views = nil
@@ -216,7 +221,7 @@ func TestOperatorRestoresEarlierCheckpoints(t *testing.T) {
 				t.Errorf("%s checkpoint, view %s: restored windows\n%s\nwant\n%s", name, v.Name, got, want)
 			}
 		}
-		r.Apply(payment("after", 7*time.Second, "m1", "3.00"), 42, t0)
+		r.Apply(payment("after", 7*time.Second, "m1", "3.00"), 42, recv)
 		changed := false
 		for _, u := range r.Drain(nil) {
 			changed = changed || (u.View.Name == "merchant_minute" && u.Dims[0].Str == "m1" && u.Start == t0.Add(5*time.Second).UnixMicro())
@@ -234,4 +239,74 @@ func sortedWindows(op *Operator, view string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// TestOperatorFutureEventCannotMoveTime: one producer whose clock is 59
+// minutes ahead (inside the contract's max_future) moves the watermark no
+// further than the broker's clock, so the events after it are on time, and
+// its own event counts in its own window when that window's time comes.
+func TestOperatorFutureEventCannotMoveTime(t *testing.T) {
+	s := fastSpec(t)
+	op := NewOperator(s.Stream("payments"))
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	if got, _ := op.Apply(payment("a", 0, "m1", "1.00"), 1, at(0)); got != Applied {
+		t.Fatalf("on-time event: %v", got)
+	}
+	if got, err := op.Apply(payment("future", 59*time.Minute, "m-future", "1.00"), 2, at(time.Second)); got != Applied {
+		t.Fatalf("event 59 minutes ahead of the broker: %v %v; want it counted in its own window", got, err)
+	}
+	if wm := time.UnixMicro(op.Watermark).UTC(); wm.After(at(time.Second)) {
+		t.Fatalf("watermark %v after one future-dated event received at %v: a producer's clock moved event time", wm, at(time.Second))
+	}
+	for i := range 10 {
+		d := time.Duration(i+2) * time.Second
+		if got, _ := op.Apply(payment(fmt.Sprint("b", i), d, "m1", "1.00"), uint64(3+i), at(d)); got != Applied {
+			t.Fatalf("on-time event %d after the future-dated one: %v", i, got)
+		}
+	}
+	if n := op.LateEvents()["merchant_minute"]; n != 0 {
+		t.Fatalf("%d late events after a future-dated one; want 0", n)
+	}
+	// When its time comes, its window closes with it counted.
+	op.Apply(payment("c", 59*time.Minute+10*time.Second, "m1", "1.00"), 20, at(59*time.Minute+10*time.Second))
+	found := false
+	for _, u := range op.Drain(nil) {
+		if u.Final && u.View.Name == "merchant_minute" && u.Dims[0].Str == "m-future" {
+			found = u.Start == at(59*time.Minute).UnixMicro() && u.Measures[0].Int == 1
+		}
+	}
+	if !found {
+		t.Error("the future-dated event's window did not close with it counted when its time came")
+	}
+}
+
+// TestOperatorHealsPoisonedCheckpoint: a checkpoint whose event time a
+// future-dated event moved an hour ahead (as before the receive-time bound)
+// is taken back to the clock on restore, and the events after it count.
+func TestOperatorHealsPoisonedCheckpoint(t *testing.T) {
+	s := fastSpec(t)
+	op := NewOperator(s.Stream("payments"))
+	op.Apply(payment("a", 0, "m1", "1.00"), 1, recv)
+	op.Apply(payment("future", 59*time.Minute, "m1", "1.00"), 2, time.Time{}) // no receive time: unbounded, as before
+	data, err := op.Checkpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewOperator(s.Stream("payments"))
+	if err := r.Restore(data); err != nil {
+		t.Fatal(err)
+	}
+	now := t0.Add(2 * time.Second)
+	if ahead := r.Heal(now); ahead < 58*time.Minute {
+		t.Fatalf("Heal took back %v; the checkpoint's event time was 59 minutes ahead", ahead)
+	}
+	if wm := time.UnixMicro(r.Watermark).UTC(); wm.After(now) {
+		t.Fatalf("watermark %v after healing at %v", wm, now)
+	}
+	if got, _ := r.Apply(payment("b", 3*time.Second, "m1", "1.00"), 3, t0.Add(3*time.Second)); got != Applied {
+		t.Fatalf("on-time event after healing: %v, want Applied", got)
+	}
+	if ahead := r.Heal(t0.Add(3 * time.Second)); ahead != 0 {
+		t.Errorf("healing a healthy operator took back %v", ahead)
+	}
 }

@@ -159,6 +159,10 @@ func (p *Processor) Run(ctx context.Context) error {
 			return err
 		}
 		p.log.Info("restored checkpoint", "seq", p.op.Seq, "open_windows", p.op.OpenWindows())
+		if ahead := p.op.Heal(time.Now()); ahead > 0 {
+			p.log.Warn("the checkpoint's event time was ahead of this clock, as a future-dated event left it before event time was bounded by the broker's; took it back",
+				"ahead", ahead.Round(time.Second), "watermark", time.UnixMicro(p.op.Watermark).UTC())
+		}
 		if from := p.op.ReplayFrom(); from > 0 && from <= p.op.Seq {
 			if err := p.rebuildSeen(ctx, from, p.op.Seq); err != nil {
 				return err
