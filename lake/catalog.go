@@ -69,6 +69,18 @@ func BatchViewName(view string) string { return "batch_" + view }
 // object key, so the rest of the table stays readable. If the store cannot
 // be reached, the view keeps its old files and the error says so.
 func (c *Catalog) Refresh(ctx context.Context, name string, schema *arrow.Schema, snap *Snapshot) ([]error, error) {
+	return c.RefreshIn(ctx, c.db, name, schema, snap)
+}
+
+// Execer runs a statement: a *sql.DB, or a *sql.Conn inside a transaction.
+type Execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// RefreshIn is Refresh with the view defined through ex, so a caller can
+// swap many views in one transaction. If that transaction rolls back, the
+// caller must Forget the names it refreshed.
+func (c *Catalog) RefreshIn(ctx context.Context, ex Execer, name string, schema *arrow.Schema, snap *Snapshot) ([]error, error) {
 	files := snap.List()
 	paths := make([]string, len(files))
 	errs := make([]error, len(files))
@@ -96,7 +108,7 @@ func (c *Catalog) Refresh(ctx context.Context, name string, schema *arrow.Schema
 		}
 	}
 	c.cache.Pin(live)
-	if _, err := c.db.ExecContext(ctx, "CREATE OR REPLACE VIEW "+spec.QuoteIdent(name)+" AS "+selectFiles(schema, live)); err != nil {
+	if _, err := ex.ExecContext(ctx, "CREATE OR REPLACE VIEW "+spec.QuoteIdent(name)+" AS "+selectFiles(schema, live)); err != nil {
 		c.cache.Unpin(live)
 		return nil, fmt.Errorf("cannot define view %s over %d file(s) of %s: %w", name, len(live), snap.Table, err)
 	}
@@ -111,6 +123,17 @@ func (c *Catalog) Refresh(ctx context.Context, name string, schema *arrow.Schema
 	c.mu.Unlock()
 	c.cache.Unpin(old)
 	return problems, nil
+}
+
+// Forget makes the next refresh of every view define it again, whatever
+// version it was last refreshed to: for a caller whose transaction rolled
+// back.
+func (c *Catalog) Forget() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, t := range c.tables {
+		t.version = -1
+	}
 }
 
 // Problems returns the files left out of a view at its last refresh.

@@ -189,8 +189,15 @@ func (s *Server) serveView(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	} else {
-		var err error
-		if rows, nbatch, err = s.viewSQL(r.Context(), v, from, to, eq, want); err != nil {
+		release, err := s.acquire()
+		if err != nil {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusTooManyRequests, err.Error())
+			return
+		}
+		rows, nbatch, err = s.viewSQL(r.Context(), v, from, to, eq, want)
+		release()
+		if err != nil {
 			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
@@ -278,12 +285,19 @@ func (s *Server) serveQuery(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `send {"sql": "SELECT ..."} as JSON, at most 1 MiB`)
 		return
 	}
-	res, err := s.Query(r.Context(), in.SQL)
-	if err != nil {
+	if err := s.checkSQL(r.Context(), in.SQL); err != nil {
+		s.metrics.refused.Inc()
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, res)
+	release, err := s.acquire()
+	if err != nil {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusTooManyRequests, err.Error())
+		return
+	}
+	defer release()
+	s.streamQuery(r.Context(), w, in.SQL)
 }
 
 // ViewStatus is one view's line of GET /v1/status.

@@ -3,6 +3,7 @@ package serve
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"fmt"
 	"math"
 	"slices"
@@ -101,11 +102,12 @@ func (x *rowIndex) appendRange(out [][]any, lo, hi int64, eq []any, want []bool)
 
 // loadBatchIndex reads a view's batch table, the whole of it (views answer
 // from all of it while the speed layer is stale), in window and group
-// order. It returns nil when the table has more than max rows: GET
-// /v1/views then runs SQL instead. Caller holds mu.
-func (s *Server) loadBatchIndex(ctx context.Context, v *spec.View, max int) (*rowIndex, error) {
+// order, through conn (inside the refresh's transaction). It returns nil
+// when the table has more than max rows: GET /v1/views then runs SQL
+// instead.
+func (s *Server) loadBatchIndex(ctx context.Context, conn *sql.Conn, v *spec.View, max int) (*rowIndex, error) {
 	var n int
-	if err := s.db.QueryRowContext(ctx, "SELECT count(*) FROM "+spec.QuoteIdent(batchTable(v.Name))).Scan(&n); err != nil {
+	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM "+spec.QuoteIdent(batchTable(v.Name))).Scan(&n); err != nil {
 		return nil, fmt.Errorf("cannot count the batch results of view %s: %w", v.Name, err)
 	}
 	if n > max {
@@ -116,7 +118,7 @@ func (s *Server) loadBatchIndex(ctx context.Context, v *spec.View, max int) (*ro
 	for _, c := range v.GroupBy {
 		order = append(order, spec.QuoteIdent(c.Name))
 	}
-	rows, err := s.db.QueryContext(ctx, "SELECT * FROM "+spec.QuoteIdent(batchTable(v.Name))+" ORDER BY "+strings.Join(order, ", "))
+	rows, err := conn.QueryContext(ctx, "SELECT * FROM "+spec.QuoteIdent(batchTable(v.Name))+" ORDER BY "+strings.Join(order, ", "))
 	if err != nil {
 		return nil, fmt.Errorf("cannot read the batch results of view %s: %w", v.Name, err)
 	}

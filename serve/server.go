@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -39,6 +41,19 @@ type Config struct {
 	Token        string
 	QueryTimeout time.Duration // default 5s
 	MaxRows      int           // default 100,000
+	// MaxResponseBytes bounds the JSON of one answer to POST /v1/query
+	// (default 64 MiB); MaxQueries the SQL queries running at once (default
+	// 4), past which a query is refused with 429 at once.
+	MaxResponseBytes int64
+	MaxQueries       int
+	// DuckDB's bounds: MemoryLimit (default 2 GiB) and Threads (default
+	// the CPUs) for every query and refresh together, and TempDir (default
+	// CacheDir + "-tmp") where it spills, at most MaxTempBytes (default 8
+	// GiB).
+	MemoryLimit  int64
+	Threads      int
+	TempDir      string
+	MaxTempBytes int64
 	RefreshEvery time.Duration // default 1s
 	// StaleAfter is how far the speed layer's last update may trail the
 	// stream's last message before views answer from batch alone (default
@@ -50,6 +65,14 @@ type Config struct {
 	Registry     prometheus.Registerer
 	Log          *slog.Logger
 }
+
+// Defaults of the bounds on what clients can spend (I8).
+const (
+	DefaultMaxResponseBytes = 64 << 20
+	DefaultMaxQueries       = 4
+	DefaultMemoryLimit      = 2 << 30
+	DefaultMaxTempBytes     = 8 << 30
+)
 
 func (c *Config) validate() error {
 	var errs []error
@@ -70,6 +93,24 @@ func (c *Config) validate() error {
 	}
 	if c.MaxRows <= 0 {
 		c.MaxRows = 100_000
+	}
+	if c.MaxResponseBytes <= 0 {
+		c.MaxResponseBytes = DefaultMaxResponseBytes
+	}
+	if c.MaxQueries <= 0 {
+		c.MaxQueries = DefaultMaxQueries
+	}
+	if c.MemoryLimit <= 0 {
+		c.MemoryLimit = DefaultMemoryLimit
+	}
+	if c.Threads <= 0 {
+		c.Threads = runtime.NumCPU()
+	}
+	if c.TempDir == "" {
+		c.TempDir = strings.TrimRight(c.CacheDir, "/") + "-tmp"
+	}
+	if c.MaxTempBytes <= 0 {
+		c.MaxTempBytes = DefaultMaxTempBytes
 	}
 	if c.RefreshEvery <= 0 {
 		c.RefreshEvery = time.Second
@@ -97,11 +138,17 @@ type Server struct {
 	catalog *lake.Catalog
 	metrics *metrics
 
-	// mu orders queries (read) against swaps (write): a query sees one
-	// snapshot and one tideline.
+	// mu guards the in-memory state a refresh swaps in (indexes, tideline,
+	// versions), held briefly; DuckDB's own transactions keep SQL queries
+	// on one snapshot, so no query holds it while it runs.
 	mu    sync.RWMutex
 	views map[string]*view
 	ready bool
+
+	slots chan struct{} // one per SQL query running for a client
+
+	refreshMu sync.Mutex // one refresh at a time
+	synced    bool       // under refreshMu: DuckDB holds every view as last committed
 
 	speedMu sync.Mutex // guards every view's speed fields
 
@@ -149,6 +196,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, db: db, cache: cache, catalog: lake.NewCatalog(db, cfg.Store, cache), views: map[string]*view{}, tables: map[string]*lake.Table{}, metrics: newMetrics(cfg.Registry),
+		slots: make(chan struct{}, cfg.MaxQueries),
 		stats: statsRing{streams: map[string][]stream.Stats{}}}
 	if err := s.setup(ctx); err != nil {
 		db.Close()
@@ -185,7 +233,14 @@ func (s *Server) setup(ctx context.Context) error {
 			return fmt.Errorf("cannot create the speed table of view %s: %w", v.Name, err)
 		}
 	}
+	if err := os.MkdirAll(s.cfg.TempDir, 0o700); err != nil {
+		return fmt.Errorf("cannot create DuckDB's temp directory %s: %w", s.cfg.TempDir, err)
+	}
 	for _, q := range []string{
+		fmt.Sprintf("SET memory_limit = '%dB'", s.cfg.MemoryLimit),
+		fmt.Sprintf("SET threads = %d", s.cfg.Threads),
+		"SET temp_directory = " + spec.QuoteString(s.cfg.TempDir),
+		fmt.Sprintf("SET max_temp_directory_size = '%dB'", s.cfg.MaxTempBytes),
 		"SET allowed_directories = [" + spec.QuoteString(s.cfg.CacheDir) + "]",
 		"SET enable_external_access = false",
 		"SET lock_configuration = true",
@@ -348,72 +403,124 @@ func (s *Server) Refresh(ctx context.Context) error {
 		}
 	}
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	// Every change goes into DuckDB in one transaction: a query sees the
+	// snapshot and tideline before it or after it, never a mix, and holds no
+	// lock a refresh waits for (nor does a refresh hold one a query waits
+	// for). Only the in-memory state below is swapped under mu, briefly.
+	s.refreshMu.Lock()
+	defer s.refreshMu.Unlock()
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("cannot open a connection to swap the views in: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "BEGIN TRANSACTION"); err != nil {
+		return fmt.Errorf("cannot begin the views' swap: %w", err)
+	}
+	committed := false
+	defer func() {
+		if committed {
+			return
+		}
+		_, _ = conn.ExecContext(context.Background(), "ROLLBACK")
+		s.catalog.Forget()
+		s.synced = false
+		s.speedMu.Lock()
+		for _, vs := range s.views {
+			vs.dirty = true
+		}
+		s.speedMu.Unlock()
+	}()
 	for _, st := range s.cfg.Spec.Streams {
-		if err := s.define(ctx, lake.RawViewName(st.Name), lake.RawSchema(st.Contract), snaps[lake.RawTable(st.Name)]); err != nil {
+		if err := s.define(ctx, conn, lake.RawViewName(st.Name), lake.RawSchema(st.Contract), snaps[lake.RawTable(st.Name)]); err != nil {
 			return err
 		}
 	}
+	type swap struct {
+		vs                 *view
+		tideline           time.Time
+		snap               *lake.Snapshot
+		stale              time.Duration
+		batchIdx, speedIdx *rowIndex
+		newBatch, newSpeed bool
+	}
+	var swaps []swap
 	for _, v := range s.cfg.Spec.Views {
 		vs := s.views[v.Name]
-		if err := s.define(ctx, CorrectionsViewName(v.Name), lake.CorrectionsSchema(), snaps[lake.CorrectionsTable(v.Name)]); err != nil {
+		if err := s.define(ctx, conn, CorrectionsViewName(v.Name), lake.CorrectionsSchema(), snaps[lake.CorrectionsTable(v.Name)]); err != nil {
 			return err
 		}
 		snap := snaps[lake.ViewTable(v.Name)]
-		if err := s.define(ctx, lake.BatchViewName(v.Name), lake.ViewSchema(v), snap); err != nil {
+		if err := s.define(ctx, conn, lake.BatchViewName(v.Name), lake.ViewSchema(v), snap); err != nil {
 			return err
 		}
+		sw := swap{vs: vs, snap: snap}
 		// Loaded again only when the files changed: most commits move the
 		// tideline or record corrections, and a large view takes seconds.
 		changed := !maps.Equal(snap.Files, vs.files)
-		if changed || !s.ready {
+		if changed || !s.synced {
 			// Queries read a table, not Parquet: DuckDB then prunes by
 			// its zone maps instead of scanning files on every request.
 			q := "CREATE OR REPLACE TABLE " + spec.QuoteIdent(batchTable(v.Name)) + " AS SELECT * FROM " + spec.QuoteIdent(lake.BatchViewName(v.Name)) + " ORDER BY window_start"
-			if _, err := s.db.ExecContext(ctx, q); err != nil {
+			if _, err := conn.ExecContext(ctx, q); err != nil {
 				return fmt.Errorf("cannot load the batch results of view %s: %w", v.Name, err)
 			}
-			idx, err := s.loadBatchIndex(ctx, v, s.cfg.IndexMaxRows)
+			idx, err := s.loadBatchIndex(ctx, conn, v, s.cfg.IndexMaxRows)
 			if err != nil {
 				return err
 			}
-			vs.batchIdx = idx
+			sw.batchIdx, sw.newBatch = idx, true
 		}
-		tideline, _ := time.Parse(time.RFC3339Nano, snap.Props["tideline"])
-		if err := s.swapSpeed(ctx, vs, tideline); err != nil {
+		sw.tideline, _ = time.Parse(time.RFC3339Nano, snap.Props["tideline"])
+		if sw.speedIdx, sw.newSpeed, err = s.swapSpeed(ctx, conn, vs, sw.tideline, !s.synced); err != nil {
 			return err
 		}
 		s.speedMu.Lock()
-		stale := time.Duration(0)
 		if last := lastMsg[v.Stream.Name]; last.Sub(vs.lastUpdate) > s.cfg.StaleAfter {
-			stale = last.Sub(vs.lastUpdate)
+			sw.stale = last.Sub(vs.lastUpdate)
 		}
 		s.speedMu.Unlock()
-		if stale > 0 != (vs.stale > 0) || !tideline.Equal(vs.tideline) || changed || !s.ready {
-			if _, err := s.db.ExecContext(ctx, "CREATE OR REPLACE VIEW "+spec.QuoteIdent(v.Name)+" AS "+mergedSQL(v, tideline, stale > 0)); err != nil {
+		if sw.stale > 0 != (vs.stale > 0) || !sw.tideline.Equal(vs.tideline) || changed || !s.synced {
+			if _, err := conn.ExecContext(ctx, "CREATE OR REPLACE VIEW "+spec.QuoteIdent(v.Name)+" AS "+mergedSQL(v, sw.tideline, sw.stale > 0)); err != nil {
 				return fmt.Errorf("cannot define view %s: %w", v.Name, err)
 			}
 		}
+		swaps = append(swaps, sw)
+	}
+	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+		return fmt.Errorf("cannot commit the views' swap: %w", err)
+	}
+	committed, s.synced = true, true
+
+	s.mu.Lock()
+	for _, sw := range swaps {
+		vs := sw.vs
+		if sw.newBatch {
+			vs.batchIdx = sw.batchIdx
+		}
+		if sw.newSpeed {
+			vs.speedIdx = sw.speedIdx
+		}
 		s.speedMu.Lock() // followSpeed reads the tideline under speedMu only
-		vs.tideline = tideline
+		vs.tideline = sw.tideline
 		s.speedMu.Unlock()
-		vs.version, vs.files, vs.stale = snap.Version, snap.Files, stale
-		vs.staged = lake.StagedCorrections(snap)
-		s.metrics.tideline.WithLabelValues(v.Name).Set(float64(tideline.Unix()))
+		vs.version, vs.files, vs.stale = sw.snap.Version, sw.snap.Files, sw.stale
+		vs.staged = lake.StagedCorrections(sw.snap)
+		s.metrics.tideline.WithLabelValues(vs.spec.Name).Set(float64(sw.tideline.Unix()))
 	}
 	s.ready = true
+	s.mu.Unlock()
 	s.metrics.refresh.Observe(time.Since(start).Seconds())
 	return nil
 }
 
-// define points a DuckDB view at a table's snapshot, unless it is there
-// already. Caller holds mu.
-func (s *Server) define(ctx context.Context, name string, schema *arrow.Schema, snap *lake.Snapshot) error {
-	if s.ready && s.catalog.Version(name) == snap.Version {
+// define points a DuckDB view at a table's snapshot through conn, unless it
+// is there already.
+func (s *Server) define(ctx context.Context, conn *sql.Conn, name string, schema *arrow.Schema, snap *lake.Snapshot) error {
+	if s.synced && s.catalog.Version(name) == snap.Version {
 		return nil
 	}
-	_, err := s.catalog.Refresh(ctx, name, schema, snap)
+	_, err := s.catalog.RefreshIn(ctx, conn, name, schema, snap)
 	return err
 }
 
@@ -429,13 +536,14 @@ func (s *Server) snapshot(ctx context.Context, name string) (*lake.Snapshot, err
 	return t.Snapshot(ctx)
 }
 
-// swapSpeed rewrites the view's speed table and index if its windows
-// changed, with only the windows at or above the tideline. Caller holds mu.
-func (s *Server) swapSpeed(ctx context.Context, v *view, tideline time.Time) error {
+// swapSpeed rewrites the view's speed table through conn, and returns its
+// new index, if its windows changed (or all is set), with only the windows
+// at or above the tideline.
+func (s *Server) swapSpeed(ctx context.Context, conn *sql.Conn, v *view, tideline time.Time, all bool) (*rowIndex, bool, error) {
 	s.speedMu.Lock()
-	if !v.dirty && tideline.Equal(v.tideline) {
+	if !v.dirty && tideline.Equal(v.tideline) && !all {
 		s.speedMu.Unlock()
-		return nil
+		return nil, false, nil
 	}
 	rows := make([]stream.Update, 0, len(v.speed))
 	for k, u := range v.speed {
@@ -448,16 +556,11 @@ func (s *Server) swapSpeed(ctx context.Context, v *view, tideline time.Time) err
 	v.dirty = false
 	s.speedMu.Unlock()
 
-	conn, err := s.db.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
 	table := speedTable(v.spec.Name)
 	if _, err := conn.ExecContext(ctx, "DELETE FROM "+spec.QuoteIdent(table)); err != nil {
-		return fmt.Errorf("cannot clear %s: %w", table, err)
+		return nil, false, fmt.Errorf("cannot clear %s: %w", table, err)
 	}
-	err = conn.Raw(func(dc any) error {
+	err := conn.Raw(func(dc any) error {
 		app, err := duckdb.NewAppenderFromConn(dc.(driver.Conn), "", table)
 		if err != nil {
 			return fmt.Errorf("cannot append to %s: %w", table, err)
@@ -480,10 +583,9 @@ func (s *Server) swapSpeed(ctx context.Context, v *view, tideline time.Time) err
 		return app.Close()
 	})
 	if err != nil {
-		return err
+		return nil, false, err
 	}
-	v.speedIdx = speedIndex(v.spec, rows)
-	return nil
+	return speedIndex(v.spec, rows), true, nil
 }
 
 func driverValue(x spec.Value, t spec.Type) driver.Value {

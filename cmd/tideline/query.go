@@ -86,6 +86,9 @@ func queryServer(server, token, sql string) (*serve.Result, error) {
 	if err := d.Decode(&res); err != nil {
 		return nil, fmt.Errorf("cannot read serve's answer: %w", err)
 	}
+	if res.Error != "" { // a limit reached while the answer streamed
+		return nil, fmt.Errorf("serve cut its answer short after %d rows: %s", len(res.Rows), res.Error)
+	}
 	return &res, nil
 }
 

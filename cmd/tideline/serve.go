@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -41,6 +42,7 @@ layer's windows, and answers on --http:
 			reg := newRegistry()
 			cfg.Spec, cfg.Store, cfg.NC, cfg.JS, cfg.Registry, cfg.Log = s, store, nc, js, reg, slog.Default()
 			cfg.CacheDir, cfg.CacheBytes = filepath.Join(l.cacheDir, "serve"), l.cacheBytes
+			cfg.TempDir = filepath.Join(l.cacheDir, "serve-tmp")
 			srv, err := serve.Open(ctx, cfg)
 			if err != nil {
 				return err
@@ -63,6 +65,11 @@ layer's windows, and answers on --http:
 	f.StringVar(&cfg.Token, "token", os.Getenv("TIDELINE_TOKEN"), "bearer token required on everything but /healthz, /readyz and the dashboard page (env TIDELINE_TOKEN)")
 	f.DurationVar(&cfg.QueryTimeout, "query-timeout", 5*time.Second, "longest a query may run")
 	f.IntVar(&cfg.MaxRows, "max-rows", 100_000, "most rows a query may return")
+	f.Int64Var(&cfg.MaxResponseBytes, "max-response-bytes", serve.DefaultMaxResponseBytes, "most bytes of JSON one query's answer may take; the answer is cut there with an error")
+	f.IntVar(&cfg.MaxQueries, "max-queries", serve.DefaultMaxQueries, "SQL queries running at once; past it a query gets 429 at once")
+	f.Int64Var(&cfg.MemoryLimit, "memory-limit", serve.DefaultMemoryLimit, "DuckDB's memory limit in bytes, for every query and refresh together")
+	f.IntVar(&cfg.Threads, "threads", runtime.NumCPU(), "DuckDB's threads")
+	f.Int64Var(&cfg.MaxTempBytes, "max-temp-bytes", serve.DefaultMaxTempBytes, "most bytes DuckDB may spill to its temp directory (<cache>/serve-tmp)")
 	f.DurationVar(&cfg.StaleAfter, "stale-after", 30*time.Second, "how far the speed layer may trail the stream before views answer from batch alone")
 	f.IntVar(&cfg.IndexMaxRows, "index-max-rows", 5_000_000, "batch rows per view held in memory for GET /v1/views; past it, that view's reads run SQL")
 	f.DurationVar(&cfg.RefreshEvery, "refresh-every", time.Second, "how often new lake commits and speed windows are swapped in")
