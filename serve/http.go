@@ -86,6 +86,9 @@ type statusWriter struct {
 }
 
 func (w *statusWriter) WriteHeader(code int) { w.code = code; w.ResponseWriter.WriteHeader(code) }
+
+// Unwrap lets http.ResponseController reach the connection's deadlines.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 func (w *statusWriter) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
@@ -360,6 +363,9 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
 
 // serveLive streams the view's window updates as server-sent events, one
 // event per update, as the speed layer publishes them.
+// liveWriteTimeout is how long one write to a live reader may take.
+const liveWriteTimeout = 30 * time.Second
+
 func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("view")
 	if s.views[name] == nil {
@@ -378,6 +384,11 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer sub.Unsubscribe()
+	// A live reader stays as long as it reads: no deadline for the whole
+	// answer, one per write, so a client that stops reading is let go.
+	rc := http.NewResponseController(w)
+	deadline := func() { _ = rc.SetWriteDeadline(time.Now().Add(liveWriteTimeout)) }
+	deadline()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
@@ -391,8 +402,10 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
 		case <-ctx.Done():
 			return
 		case <-ping.C:
+			deadline()
 			fmt.Fprint(w, ": ping\n\n")
 		case m := <-msgs:
+			deadline()
 			for line := range strings.Lines(string(m.Data)) {
 				fmt.Fprintf(w, "event: update\ndata: %s\n\n", strings.TrimSpace(line))
 			}

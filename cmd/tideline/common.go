@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"golang.org/x/net/netutil"
 	"log/slog"
 	"net"
 	"net/http"
@@ -140,16 +141,39 @@ func opsMux(reg *prometheus.Registry) *http.ServeMux {
 	return mux
 }
 
-// serveHTTP serves mux on addr until ctx ends.
+// httpLimits bound what one client can hold of an HTTP server (I8).
+type httpLimits struct {
+	// ReadTimeout is for a whole request, body included: an ingest body
+	// that never ends is cut here. WriteTimeout is for a whole answer; the
+	// live route sets its own deadline per write instead.
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	MaxConns                                                  int // connections open at once; more wait to be accepted
+}
+
+var defaultHTTPLimits = httpLimits{ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 2 * time.Minute, WriteTimeout: 2 * time.Minute, IdleTimeout: time.Minute, MaxConns: 1024}
+
+// serveHTTP serves mux on addr, within defaultHTTPLimits, until the
+// returned stop is called.
 func serveHTTP(ctx context.Context, addr string, mux http.Handler) (func(), error) {
+	return serveHTTPWithin(addr, mux, defaultHTTPLimits)
+}
+
+func serveHTTPWithin(addr string, mux http.Handler, l httpLimits) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("cannot listen on --http %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: l.ReadHeaderTimeout, ReadTimeout: l.ReadTimeout,
+		WriteTimeout: l.WriteTimeout, IdleTimeout: l.IdleTimeout, MaxHeaderBytes: 64 << 10}
+	go func() { _ = srv.Serve(netutil.LimitListener(ln, l.MaxConns)) }()
 	slog.Info("http listening", "addr", ln.Addr().String())
-	return func() { _ = srv.Shutdown(context.Background()) }, nil
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if srv.Shutdown(sctx) != nil {
+			_ = srv.Close() // live readers do not end by themselves
+		}
+	}, nil
 }
 
 // discardLog is a logger for commands whose output is their answer.
