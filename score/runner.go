@@ -194,7 +194,7 @@ func (r *Runner) consume(msg jetstream.Msg) {
 func (r *Runner) publish(ctx context.Context, d Decision) error {
 	data, _ := json.Marshal(d)
 	ds := r.Scorer.sc.Decisions
-	if _, err := r.JS.Publish(ctx, stream.PublishSubject(ds, d.PaymentID), data, jetstream.WithMsgID(d.PaymentID)); err != nil {
+	if _, err := r.JS.Publish(ctx, stream.PublishSubject(ds, d.PaymentID), data, jetstream.WithMsgID(stream.MsgID(d.PaymentID))); err != nil {
 		return err
 	}
 	r.Metrics.Decisions.WithLabelValues(d.Decision, fmt.Sprint(d.Fallback)).Inc()
@@ -237,7 +237,7 @@ func (r *Runner) request(m *nats.Msg) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		id := d.PaymentID
-		if _, err := r.JS.Publish(ctx, stream.PublishSubject(st, id), m.Data, jetstream.WithMsgID(id)); err != nil {
+		if _, err := r.JS.Publish(ctx, stream.PublishSubject(st, id), m.Data, jetstream.WithMsgID(stream.MsgID(id))); err != nil {
 			r.Scorer.forget(id)
 			reply(Reply{Error: "cannot store the payment in stream " + st.Name + ": " + err.Error() + "; send it again"})
 			return

@@ -89,7 +89,7 @@ func Generate(ctx context.Context, js jetstream.JetStream, st *spec.Stream, newE
 	emit := func(i int, kind, subject, id string, data []byte) error {
 		m := nats.NewMsg(subject)
 		m.Data = data
-		if _, err := js.PublishMsgAsync(m, jetstream.WithMsgID(id)); err != nil {
+		if _, err := js.PublishMsgAsync(m, jetstream.WithMsgID(MsgID(id))); err != nil {
 			return fmt.Errorf("cannot publish event %d to %s: %w", i, subject, err)
 		}
 		stats.Published++

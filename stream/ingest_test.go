@@ -2,6 +2,7 @@ package stream
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -92,5 +93,81 @@ func TestSetupConflictingSubjects(t *testing.T) {
 	err := Setup(ctx, js, fastSpec(t), SetupOptions{})
 	if err == nil || !strings.Contains(err.Error(), "another JetStream stream already takes") {
 		t.Fatalf("Setup over a conflicting stream: %v", err)
+	}
+}
+
+// TestIngestCannotLoseOrMiscount: distinct ids that differ only in control
+// characters or spaces are three events, not one and two duplicates (the
+// id went raw into Nats-Msg-Id, where CR and LF became spaces); a body cut
+// at the size limit answers 413 with exactly the lines stored before the
+// cut (it said 0 while 67,866 were stored); and a dead letter JetStream
+// does not take fails the request instead of vanishing.
+func TestIngestCannotLoseOrMiscount(t *testing.T) {
+	_, _, js := natsForTest(t)
+	s := fastSpec(t)
+	ctx := t.Context()
+	if err := Setup(ctx, js, s, SetupOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	in := NewIngester(js, s, NewMetrics(prometheus.NewRegistry()))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.SetPathValue("stream", "payments")
+		in.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	post := func(body string) (int, map[string]any) {
+		resp, err := http.Post(srv.URL, "application/x-ndjson", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	stored := func(name string) uint64 {
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs
+	}
+	now := time.Now().UTC()
+	ev := func(id string) string {
+		b, _ := json.Marshal(map[string]any{"payment_id": id, "ts": now.Format(time.RFC3339Nano), "card_id": "c1", "merchant_id": "m1",
+			"country": "US", "amount": "1.00", "currency": "USD", "channel": "pos"})
+		return string(b)
+	}
+
+	code, out := post(strings.Join([]string{ev("a\nb"), ev("a b"), ev("a\rb"), ev("a%0Ab"), ev("a\r\nNats-Msg-Id: x")}, "\n"))
+	if code != http.StatusOK || out["accepted"] != 5.0 || out["duplicates"] != 0.0 {
+		t.Fatalf("five distinct ids with control characters, spaces and %%: %d %v; want 5 accepted, 0 duplicates", code, out)
+	}
+	if n := stored("payments"); n != 5 {
+		t.Fatalf("stream holds %d events; want the 5 distinct ids", n)
+	}
+
+	in.MaxBody = 64 << 10
+	var body strings.Builder
+	for i := 0; body.Len() < 200<<10; i++ {
+		body.WriteString(ev(fmt.Sprint("big-", i)) + "\n")
+	}
+	before := stored("payments")
+	code, out = post(body.String())
+	after := stored("payments")
+	if code != http.StatusRequestEntityTooLarge || out["accepted"] != float64(after-before) || after == before {
+		t.Fatalf("a body over the limit: %d %v, and %d events stored; want 413 counting exactly what was stored", code, out, after-before)
+	}
+
+	if err := js.DeleteStream(ctx, DLQStreamName(s.Stream("payments"))); err != nil {
+		t.Fatal(err)
+	}
+	code, out = post(ev("fine-1") + "\n" + `{"payment_id": "broken`)
+	if code != http.StatusServiceUnavailable || !strings.Contains(fmt.Sprint(out["error"]), "dead-letter") || out["accepted"] != 1.0 {
+		t.Fatalf("an invalid line with no dead-letter stream to take it: %d %v; want 503 saying so, the valid line counted", code, out)
 	}
 }

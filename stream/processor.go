@@ -393,7 +393,7 @@ var outcomeName = map[Outcome]string{Applied: "applied", Invalid: "invalid", Dup
 func (p *Processor) deadLetter(subject string, data []byte, seq uint64, reason error) error {
 	m := nats.NewMsg(DLQSubject(p.st))
 	m.Data = data
-	m.Header.Set(DLQHeaderReason, reason.Error())
+	m.Header.Set(DLQHeaderReason, headerValue(reason.Error()))
 	m.Header.Set(DLQHeaderStream, p.st.Name)
 	m.Header.Set(DLQHeaderSeq, strconv.FormatUint(seq, 10))
 	m.Header.Set(DLQHeaderSubject, subject)
