@@ -3,7 +3,7 @@
 #
 # Runs the project's own docker-compose.yml, unchanged but for a ports
 # override (every published port +$TIDELINE_COMPOSE_PORT_OFFSET on 127.0.0.1,
-# so it runs beside `tideline dev`) and an env file with fresh credentials,
+# so it runs beside `tideline dev`) and an env file with fresh secrets,
 # on a real Docker engine, then TestComposeStack (test/compose_test.go)
 # drives it through the published ports. Steps:
 #
@@ -328,9 +328,11 @@ services:
   serve:    {ports: !override ["$(p 8080)"]}
   score:    {ports: !override ["$(p 8083)"]}
 EOF
-secret=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+rnd() { head -c 18 /dev/urandom | base64 | tr -d '/+='; }
 sed -e "s/^TIDELINE_S3_ACCESS_KEY=.*/TIDELINE_S3_ACCESS_KEY=tl-compose-test/" \
-	-e "s/^TIDELINE_S3_SECRET_KEY=.*/TIDELINE_S3_SECRET_KEY=$secret/" "$ROOT/.env.example" >"$WORK/compose.env"
+	-e "s/^TIDELINE_S3_SECRET_KEY=.*/TIDELINE_S3_SECRET_KEY=$(rnd)/" \
+	-e "s/^TIDELINE_NATS_PASSWORD=.*/TIDELINE_NATS_PASSWORD=$(rnd)/" \
+	-e "s/^TIDELINE_TOKEN=.*/TIDELINE_TOKEN=$(rnd)/" "$ROOT/.env.example" >"$WORK/compose.env"
 export COMPOSE_BAKE=false # buildx is not installed; build with the engine's BuildKit
 DC=("$BIN/docker-compose" -p "$PROJECT" --project-directory "$ROOT" --env-file "$WORK/compose.env"
 	-f "$ROOT/docker-compose.yml" -f "$WORK/ports.override.yml")

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
+	"tideline/internal/httpauth"
 	"time"
 
 	"tideline/internal/oracle"
@@ -23,10 +26,61 @@ func TestServe(t *testing.T) {
 	t.Run("MergedViewsMatchTheOracle", func(t *testing.T) { mergedViewsMatchTheOracle(t, f) })
 	t.Run("ViewReadsAgreeWithSQL", func(t *testing.T) { viewReadsAgreeWithSQL(t, f) })
 	t.Run("HostileQueriesAreRefused", func(t *testing.T) { hostileQueriesAreRefused(t, f) })
+	t.Run("StatsOnlyOfTheSpecsStreams", func(t *testing.T) { statsOnlyOfTheSpecsStreams(t, f) })
 	t.Run("AnswersAreBoundedInBytes", func(t *testing.T) { answersAreBoundedInBytes(t, f) })
 	t.Run("QueriesAreBoundedInNumber", func(t *testing.T) { queriesAreBoundedInNumber(t, f) })
 	t.Run("SlowQueriesDoNotStallReaders", func(t *testing.T) { slowQueriesDoNotStallReaders(t, f) })
 	t.Run("StaleSpeedLayerFallsBackToBatch", func(t *testing.T) { staleSpeedLayerFallsBackToBatch(t, f) })
+}
+
+// peakRSS is the process's largest resident set so far (VmHWM).
+func peakRSS(t *testing.T) int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Skipf("no /proc/self/status: %v", err)
+	}
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb int64
+			fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(v), " kB"), &kb)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// statsOnlyOfTheSpecsStreams: anyone can publish on tl.stats.*; serve
+// keeps stats of the spec's streams only (2,000 forged names were listed).
+func statsOnlyOfTheSpecsStreams(t *testing.T, f *fixture) {
+	for i := range 50 {
+		data, _ := json.Marshal(map[string]any{"stream": fmt.Sprint("forged-", i)})
+		if err := f.srv.cfg.NC.Publish(fmt.Sprint("tl.stats.forged-", i), data); err != nil {
+			t.Fatal(err)
+		}
+		data, _ = json.Marshal(map[string]any{"stream": "payments"})
+		if err := f.srv.cfg.NC.Publish("tl.stats.other", data); err != nil { // a real name on another's subject
+			t.Fatal(err)
+		}
+	}
+	if err := f.srv.cfg.NC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	var res StatsResponse
+	if code := f.do("GET", "/v1/stats", "", nil, &res); code != http.StatusOK {
+		t.Fatalf("GET /v1/stats: %d", code)
+	}
+	for name := range res.Streams {
+		if f.spec.Stream(name) == nil {
+			t.Fatalf("GET /v1/stats lists %q, which is not a stream of the spec", name)
+		}
+	}
+	f.srv.stats.mu.Lock()
+	n := len(f.srv.stats.streams)
+	f.srv.stats.mu.Unlock()
+	if n > len(f.spec.Streams) {
+		t.Fatalf("serve keeps stats of %d streams; the spec has %d", n, len(f.spec.Streams))
+	}
 }
 
 // answersAreBoundedInBytes: an answer past MaxResponseBytes is cut there
@@ -202,13 +256,52 @@ func mergedViewsMatchTheOracle(t *testing.T, f *fixture) {
 // or the network, or never end: each gets a 400 with a reason, and the
 // server answers normally afterwards. A token guards it all but health.
 func hostileQueriesAreRefused(t *testing.T, f *fixture) {
-	f.srv.cfg.Token = "s3cret"
-	defer func() { f.srv.cfg.Token = "" }()
+	f.srv.cfg.Token = httpauth.New("s3cret")
+	defer func() { f.srv.cfg.Token = httpauth.Token{} }()
 	guarded := httptest.NewServer(f.srv.Handler(nil, nil))
 	defer guarded.Close()
 	open := f.http
 	f.http = guarded
 	defer func() { f.http = open }()
+	// Throughout, the health check and a view read answer.
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	var unanswered []string
+	var mu sync.Mutex
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			for _, path := range []string{"/healthz", "/v1/views/country_minute"} {
+				req, _ := http.NewRequestWithContext(ctx, "GET", guarded.URL+path, nil)
+				req.Header.Set("Authorization", "Bearer s3cret")
+				c := http.Client{Timeout: 2 * time.Second}
+				resp, err := c.Do(req)
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				if ctx.Err() == nil && (err != nil || resp.StatusCode != http.StatusOK) {
+					mu.Lock()
+					unanswered = append(unanswered, fmt.Sprint(path, ": ", err))
+					mu.Unlock()
+				}
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	defer func() {
+		cancel()
+		wg.Wait()
+		if len(unanswered) > 0 {
+			t.Errorf("while the hostile queries ran, %d reads went unanswered within 2 s: %v", len(unanswered), unanswered[:min(5, len(unanswered))])
+		}
+		// The process holds the test and its NATS too; DuckDB's share is
+		// bounded by its memory limit.
+		if peak := peakRSS(t); peak > f.srv.cfg.MemoryLimit+(1<<30) {
+			t.Errorf("peak RSS %d MiB; serve's DuckDB is capped at %d MiB", peak>>20, f.srv.cfg.MemoryLimit>>20)
+		} else {
+			t.Logf("peak RSS of the test process %d MiB (DuckDB capped at %d MiB)", peak>>20, f.srv.cfg.MemoryLimit>>20)
+		}
+	}()
 	for _, q := range []string{
 		"COPY (SELECT * FROM merchant_minute) TO '/tmp/out.csv'",
 		"ATTACH '/tmp/other.db' AS other",
@@ -232,6 +325,42 @@ func hostileQueriesAreRefused(t *testing.T, f *fixture) {
 		"SELECT * FROM range(10000000)",
 		"SELECT * FROM duckdb_settings()",
 		"SELEKT 1",
+		// File readers hidden in CTEs, subqueries, laterals and joins.
+		"WITH x AS (SELECT * FROM read_csv('/etc/passwd')) SELECT * FROM x",
+		"WITH RECURSIVE x AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM x, read_text('/etc/hostname')) SELECT * FROM x",
+		"SELECT * FROM merchant_minute WHERE merchant_id IN (SELECT content FROM read_text('/etc/passwd'))",
+		"SELECT (SELECT count(*) FROM read_json_auto('/etc/passwd'))",
+		"SELECT * FROM range(3) r, LATERAL (SELECT * FROM read_blob('/etc/passwd'))",
+		"SELECT * FROM merchant_minute m JOIN read_parquet('/tmp/x.parquet') p ON true",
+		"SELECT * FROM (SELECT * FROM glob('/root/*'))",
+		"SELECT * FROM merchant_minute UNION ALL SELECT * FROM read_csv_auto('/etc/shadow')",
+		"SELECT * FROM parquet_metadata('/tmp/x.parquet')",
+		"SELECT * FROM sniff_csv('/etc/passwd')",
+		"SELECT * FROM duckdb_secrets()",
+		"SELECT * FROM duckdb_extensions()",
+		"SELECT * FROM pragma_database_size()",
+		"SELECT * FROM 'https://127.0.0.1:1/x.csv'",
+		"SELECT * FROM read_csv(['/etc/passwd', '/etc/group'])",
+		"SELECT getenv('HOME')",
+		"SELECT * FROM duckdb_settings() WHERE name = 'allowed_directories'",
+		// Statements that are not one SELECT.
+		"CALL pragma_version()",
+		"DETACH memory",
+		"CHECKPOINT",
+		"VACUUM",
+		"CREATE MACRO f(x) AS x",
+		"UPDATE speed_merchant_minute SET payments = 0",
+		"BEGIN TRANSACTION",
+		"SELECT 1; SELECT 2",
+		"IMPORT DATABASE '/tmp/dump'",
+		"RESET allowed_directories",
+		// Resource abuse.
+		"SELECT list(i) FROM range(1000000000) t(i)",
+		"SELECT string_agg(repeat('x', 1000), '') FROM range(10000000)",
+		"SELECT * FROM range(1000000) a, range(1000000) b ORDER BY random()",
+		"WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r",
+		"SELECT count(DISTINCT a.range || b.range) FROM range(100000) a, range(100000) b",
+		"SELECT * FROM range(10) WHERE range = (SELECT max(range) FROM range(10000000000))",
 	} {
 		var e struct {
 			Error string `json:"error"`

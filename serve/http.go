@@ -58,20 +58,9 @@ func (s *Server) Handler(ingest http.Handler, gatherer prometheus.Gatherer) http
 }
 
 // authorize requires the bearer token, when one is set, on everything but
-// the health checks.
+// the public paths.
 func (s *Server) authorize(next http.Handler) http.Handler {
-	if s.cfg.Token == "" {
-		return next
-	}
-	want := "Bearer " + s.cfg.Token
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !public(r.URL.Path) && r.Header.Get("Authorization") != want {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="tideline"`)
-			writeError(w, http.StatusUnauthorized, "send Authorization: Bearer <token> (the server's --token)")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+	return s.cfg.Token.Require(next, public)
 }
 
 // public paths need no token: the health checks, and the dashboard's page

@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"tideline/internal/httpauth"
 	"tideline/lake"
 	"tideline/spec"
 	"tideline/stream"
@@ -37,8 +38,8 @@ type Config struct {
 	CacheDir   string
 	CacheBytes int64 // default 8 GiB
 	// Token, when set, must be sent as "Authorization: Bearer <token>" on
-	// everything but /healthz and /readyz.
-	Token        string
+	// everything but the health checks and the dashboard's page.
+	Token        httpauth.Token
 	QueryTimeout time.Duration // default 5s
 	MaxRows      int           // default 100,000
 	// MaxResponseBytes bounds the JSON of one answer to POST /v1/query

@@ -28,6 +28,11 @@ func (s *Server) followStats() error {
 			s.cfg.Log.Warn("skipping unreadable speed-layer stats", "subject", m.Subject, "err", err)
 			return
 		}
+		// Anyone may publish on the subject: only the spec's streams are
+		// kept, so forged names cannot grow the map.
+		if s.cfg.Spec.Stream(st.Stream) == nil || m.Subject != stream.StatsSubject(st.Stream) {
+			return
+		}
 		s.stats.mu.Lock()
 		defer s.stats.mu.Unlock()
 		h := append(s.stats.streams[st.Stream], st)

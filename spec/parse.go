@@ -240,14 +240,14 @@ func (p *parser) spec(root *yaml.Node, s *Spec) {
 	}
 }
 
-var streamKeys = []string{"subjects", "id", "event_time", "fields", "partition", "retention", "dedup_window", "out_of_orderness", "idle_timeout", "compact_every", "unknown_fields"}
+var streamKeys = []string{"subjects", "id", "event_time", "fields", "partition", "retention", "dedup_window", "out_of_orderness", "idle_timeout", "compact_every", "unknown_fields", "http_ingest"}
 
 func (p *parser) stream(name string, n *yaml.Node) *Stream {
 	before := len(p.errs)
 	st := &Stream{
-		Name: name, Partition: DefaultPartition, Retention: Retention{MaxAge: DefaultRetention},
+		Name: name, Partition: DefaultPartition, Retention: Retention{MaxAge: DefaultRetention, MaxBytes: DefaultMaxBytes},
 		DedupWindow: DefaultDedupWindow, OutOfOrderness: DefaultOutOfOrderness,
-		IdleTimeout: DefaultIdleTimeout, CompactEvery: DefaultCompactEvery,
+		IdleTimeout: DefaultIdleTimeout, CompactEvery: DefaultCompactEvery, HTTPIngest: true,
 	}
 	c := &Contract{ID: -1, Time: -1, index: map[string]int{}}
 	st.Contract = c
@@ -322,6 +322,8 @@ func (p *parser) stream(name string, n *yaml.Node) *Stream {
 			if d, ok := p.duration(v, "compact_every", time.Second); ok {
 				st.CompactEvery = d
 			}
+		case "http_ingest":
+			st.HTTPIngest = p.boolean(v, "http_ingest")
 		case "unknown_fields":
 			switch v.Value {
 			case "ignore":

@@ -14,6 +14,12 @@ const (
 	DefaultIdleTimeout    = 10 * time.Second
 	DefaultCompactEvery   = time.Minute
 	DefaultRetention      = 7 * 24 * time.Hour
+	// DefaultMaxBytes bounds a stream's storage when the spec gives no
+	// max_bytes (its dead-letter stream gets a quarter), so producers cannot
+	// fill the disk: past it JetStream drops the oldest messages, which
+	// compaction has read by then or reports as lost. JetStream reserves it
+	// against the server's max_store when the stream is created.
+	DefaultMaxBytes = 2 << 30
 )
 
 // Spec is a parsed, validated pipeline spec.
@@ -57,7 +63,11 @@ type Stream struct {
 	OutOfOrderness time.Duration // the watermark trails max event time by this
 	IdleTimeout    time.Duration // the watermark advances on wall time after this long without events
 	CompactEvery   time.Duration
-	Views          []*View // the views over this stream, in file order
+	// HTTPIngest is whether POST /v1/ingest takes events for the stream
+	// (default true); false for a stream tideline writes itself, such as
+	// the scorer's decisions.
+	HTTPIngest bool
+	Views      []*View // the views over this stream, in file order
 
 	broken []string // fields with errors, so views do not report them again
 }

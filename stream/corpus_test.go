@@ -70,6 +70,15 @@ func TestBadInputCorpus(t *testing.T) {
 		{"a 2 MiB card id", ev("h-2", map[string]any{"card_id": strings.Repeat("z", 2<<20)}), "too_long"},
 		{"a 9 MiB valid event", raw("h-3", "extra", `"`+strings.Repeat("y", 9<<20)+`"`), "longer than 8 MiB"},
 		{"ordinary after it all", ev("ok-2", nil), ""},
+		// Appended, so the 9 MiB line stays cases[27].
+		{"id with CR and LF", ev("ok-1\r\n", nil), ""},
+		{"id smuggling a header", ev("x\r\nNats-Msg-Id: ok-2", nil), ""},
+		{"ts over max_future ahead", ev("w-14", map[string]any{"ts": now.Add(2 * time.Hour).Format(time.RFC3339)}), "after it was received"},
+		{"country too long", ev("w-15", map[string]any{"country": "USA"}), "too_long"},
+		{"enum with a newline", ev("w-16", map[string]any{"channel": "pos\n"}), "enum"},
+		{"amount NaN", ev("w-17", map[string]any{"amount": "NaN"}), "type"},
+		{"empty object", `{}`, "missing"},
+		{"null", `null`, "json"},
 	}
 	lines := make([]string, len(cases))
 	for i, c := range cases {

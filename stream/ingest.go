@@ -62,6 +62,10 @@ func (in *Ingester) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusNotFound, fmt.Sprintf("no stream %q; streams are: %s", name, strings.Join(names, ", ")))
 		return
 	}
+	if !st.HTTPIngest {
+		httpError(w, http.StatusForbidden, fmt.Sprintf("stream %s is written by tideline itself, not over HTTP (the spec says http_ingest: false)", name))
+		return
+	}
 	res, err := in.Ingest(r.Context(), st, http.MaxBytesReader(w, r.Body, in.MaxBody))
 	var tooBig *http.MaxBytesError
 	switch {

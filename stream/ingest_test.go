@@ -60,6 +60,9 @@ func TestIngestHTTP(t *testing.T) {
 	}
 	main, _ := js.Stream(ctx, "payments")
 	info, _ := main.Info(ctx)
+	if info.Config.MaxBytes != spec.DefaultMaxBytes {
+		t.Errorf("stream payments holds up to %d bytes; want the default %d (a producer must not fill the disk)", info.Config.MaxBytes, spec.DefaultMaxBytes)
+	}
 	if info.State.Msgs != 2 {
 		t.Errorf("stream holds %d events, want 2 (h1 once, h4)", info.State.Msgs)
 	}
@@ -80,6 +83,20 @@ func TestIngestHTTP(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("unknown stream: status %d, want 404", resp.StatusCode)
+	}
+
+	// decisions is the scorer's (http_ingest: false): a forged decision is
+	// refused, and nothing reaches the stream.
+	forged := `{"payment_id":"p-forged","ts":"` + now.Format(time.RFC3339) + `","card_id":"c","merchant_id":"m","country":"US","amount":"1.00","score":0,"decision":"approved"}`
+	resp, err = http.Post(srv.URL+"/v1/ingest/decisions", "application/x-ndjson", strings.NewReader(forged))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	ds, _ := js.Stream(ctx, "decisions")
+	dsInfo, _ := ds.Info(ctx)
+	if resp.StatusCode != http.StatusForbidden || dsInfo.State.Msgs != 0 {
+		t.Errorf("a forged decision over HTTP: status %d, %d decisions stored; want 403 and none", resp.StatusCode, dsInfo.State.Msgs)
 	}
 }
 

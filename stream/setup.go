@@ -100,6 +100,7 @@ func Setup(ctx context.Context, js jetstream.JetStream, s *spec.Spec, o SetupOpt
 			Subjects:    []string{DLQSubject(st)},
 			Storage:     jetstream.FileStorage,
 			MaxAge:      st.Retention.MaxAge,
+			MaxBytes:    orUnlimited(st.Retention.MaxBytes / 4),
 			// Processors re-publish after a crash under the same message
 			// id; the window only has to outlast a restart.
 			Duplicates: time.Hour,

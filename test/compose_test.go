@@ -66,14 +66,30 @@ func TestComposeStack(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := t.Context()
+	// Every request to the stack's HTTP surfaces carries the token .env
+	// gives; first, one without it is refused.
+	token := c.env["TIDELINE_TOKEN"]
+	if token == "" {
+		t.Fatal("the compose env file has no TIDELINE_TOKEN; make compose-test sets one")
+	}
+	if _, err := stacktest.Query(c.url(8080), "SELECT 1"); err == nil {
+		t.Fatal("POST /v1/query without the token was answered; want 401")
+	}
+	prev := http.DefaultClient.Transport
+	http.DefaultClient.Transport = bearer{token: token}
+	t.Cleanup(func() { http.DefaultClient.Transport = prev })
 	for _, u := range []string{c.url(8080) + "/", c.url(8233) + "/", c.url(9001) + "/", c.url(8081) + "/healthz", c.url(8082) + "/healthz", c.url(8083) + "/healthz"} {
 		if err := stacktest.Get(u, nil); err != nil {
 			t.Errorf("published port: %v", err)
 		}
 	}
-	nc, err := nats.Connect("nats://"+c.addr(4222), nats.Timeout(5*time.Second))
+	if nc, err := nats.Connect("nats://"+c.addr(4222), nats.Timeout(5*time.Second)); err == nil {
+		nc.Close()
+		t.Fatal("NATS took a client without credentials; want it refused")
+	}
+	nc, err := nats.Connect("nats://"+c.addr(4222), nats.Timeout(5*time.Second), nats.UserInfo(c.env["TIDELINE_NATS_USER"], c.env["TIDELINE_NATS_PASSWORD"]))
 	if err != nil {
-		t.Fatalf("cannot connect to NATS on its published port: %v", err)
+		t.Fatalf("cannot connect to NATS on its published port with the credentials of .env: %v", err)
 	}
 	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
@@ -269,7 +285,7 @@ func (c *composeStack) ingest(t *testing.T, out io.Writer, boundary time.Time) i
 	if err := w.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Post(c.url(8080)+"/v1/ingest/payments", "application/x-ndjson", &body)
+	resp, err := http.DefaultClient.Post(c.url(8080)+"/v1/ingest/payments", "application/x-ndjson", &body)
 	if err != nil {
 		t.Fatalf("POST /v1/ingest/payments: %v", err)
 	}
@@ -316,6 +332,15 @@ func (c *composeStack) parquetInMinIO(t *testing.T, boundary time.Time) {
 		}
 		time.Sleep(2 * time.Second)
 	}
+}
+
+// bearer adds the stack's token to every request.
+type bearer struct{ token string }
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return http.DefaultTransport.RoundTrip(r)
 }
 
 // readEnvFile reads a docker compose env file: KEY=VALUE lines.

@@ -110,7 +110,7 @@ func startStack(t testing.TB) *stack {
 	}
 	t.Cleanup(s.tc.Close)
 	m := s.minio
-	s.env = []string{"TIDELINE_SPEC=" + specPath, "TIDELINE_NATS_URL=" + s.ns.URL, "TIDELINE_TEMPORAL=" + s.temporal.HostPort,
+	s.env = []string{"TIDELINE_PPROF=true", "TIDELINE_SPEC=" + specPath, "TIDELINE_NATS_URL=" + s.ns.URL, "TIDELINE_TEMPORAL=" + s.temporal.HostPort,
 		"TIDELINE_LAKE=s3://tideline/lake", "TIDELINE_S3_ENDPOINT=" + m.Endpoint, "TIDELINE_S3_ACCESS_KEY=" + m.AccessKey, "TIDELINE_S3_SECRET_KEY=" + m.SecretKey}
 	s.serveURL = fmt.Sprintf("http://127.0.0.1:%d", p[7])
 	s.args["stream"] = []string{"stream", "--http", fmt.Sprintf("127.0.0.1:%d", p[5])}

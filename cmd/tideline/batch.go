@@ -25,7 +25,7 @@ func workerCmd() *cobra.Command {
 	var c commonFlags
 	var l lakeFlags
 	var t temporalFlags
-	var httpAddr string
+	var h httpFlags
 	var noSchedules bool
 	var activitiesAtOnce, chunk int
 	var speedGrace time.Duration
@@ -77,7 +77,7 @@ Its HTTP server has /metrics (Prometheus) and /healthz.`,
 				}
 			}
 			mux := opsMux(reg)
-			stop, err := serveHTTP(ctx, httpAddr, mux)
+			stop, err := h.serveOps(ctx, mux)
 			if err != nil {
 				return err
 			}
@@ -94,7 +94,7 @@ Its HTTP server has /metrics (Prometheus) and /healthz.`,
 	c.register(f)
 	l.register(f)
 	t.register(f)
-	f.StringVar(&httpAddr, "http", envOr("TIDELINE_WORKER_HTTP", "127.0.0.1:8082"), "HTTP address for /metrics and /healthz (env TIDELINE_WORKER_HTTP)")
+	h.register(f, "TIDELINE_WORKER_HTTP", "127.0.0.1:8082", "/metrics and /healthz", true)
 	f.BoolVar(&noSchedules, "no-schedules", false, "do not create or update the compaction schedules")
 	f.IntVar(&activitiesAtOnce, "activities", 4, "most activities this worker runs at once")
 	f.IntVar(&chunk, "chunk", 250_000, "messages compaction commits at once")

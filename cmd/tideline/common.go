@@ -11,6 +11,8 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"strings"
+	"tideline/internal/httpauth"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -22,7 +24,6 @@ import (
 	"go.temporal.io/sdk/client"
 	tlog "go.temporal.io/sdk/log"
 
-	"tideline/internal/devstack"
 	"tideline/lake"
 	"tideline/spec"
 )
@@ -88,15 +89,17 @@ func (l *lakeFlags) register(f *pflag.FlagSet) {
 	f.Int64Var(&l.cacheBytes, "cache-bytes", 8<<30, "most bytes the cache keeps")
 }
 
-// open opens the lake store. An S3 lake with no endpoint configured is the
-// MinIO `tideline dev` runs.
+// open opens the lake store. An S3 lake with no endpoint configured is at
+// 127.0.0.1:9000, where `tideline dev` runs MinIO; its credentials always
+// come from the environment (no built-in one: `tideline dev` prints its
+// own and gives them to the processes it starts).
 func (l *lakeFlags) open(ctx context.Context) (lake.Store, error) {
 	cfg := lake.S3ConfigFromEnv()
 	if cfg.Endpoint == "" {
 		cfg.Endpoint = "127.0.0.1:9000"
-		if cfg.AccessKey == "" {
-			cfg.AccessKey, cfg.SecretKey = devstack.MinIOAccessKey, devstack.MinIOSecretKey
-		}
+	}
+	if strings.HasPrefix(l.url, "s3://") && (cfg.AccessKey == "" || cfg.SecretKey == "") {
+		return nil, fmt.Errorf("cannot open the lake at %s: no S3 credentials; set TIDELINE_S3_ACCESS_KEY and TIDELINE_S3_SECRET_KEY (`tideline dev` prints those of its MinIO)", l.url)
 	}
 	store, err := lake.Open(ctx, l.url, cfg, lake.Options{})
 	if err != nil {
@@ -127,18 +130,66 @@ func (t *temporalFlags) dial(ctx context.Context) (client.Client, error) {
 	return c, nil
 }
 
-// opsMux has /metrics for reg, /healthz and /debug/pprof, what the stream,
-// worker and score processes serve.
+// opsMux has /metrics for reg and /healthz, what the stream, worker and
+// score processes serve; httpFlags.serveOps adds the profiler if asked.
 func opsMux(reg *prometheus.Registry) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metricsHandler(reg))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	// The Go profiler, for a process that is stuck or slow: for example
-	// curl 'localhost:8082/debug/pprof/goroutine?debug=2' for every stack.
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return mux
+}
+
+// httpFlags are a process's HTTP surface: its address, the token guarding
+// it (httpauth: from TIDELINE_TOKEN or a file, never a flag's value) and
+// whether the Go profiler is on it.
+type httpFlags struct {
+	addr, tokenFile string
+	pprof           bool
+}
+
+// register adds --http and --token-file, and --pprof for an ops surface.
+func (h *httpFlags) register(f *pflag.FlagSet, env, def, what string, ops bool) {
+	f.StringVar(&h.addr, "http", envOr(env, def), "HTTP address for "+what+" (env "+env+")")
+	f.StringVar(&h.tokenFile, "token-file", "", "file holding the bearer token every request must send but the health checks, /metrics and the dashboard's page (env "+httpauth.EnvFile+", or the token itself in "+httpauth.Env+")")
+	if ops {
+		f.BoolVar(&h.pprof, "pprof", os.Getenv("TIDELINE_PPROF") == "true", "serve the Go profiler on /debug/pprof/, behind the token (env TIDELINE_PPROF=true)")
+	}
+}
+
+func (h *httpFlags) token() (httpauth.Token, error) {
+	t, err := httpauth.Load(h.tokenFile)
+	if err == nil && !t.Set() && !loopback(h.addr) {
+		slog.Warn("no token: anyone who reaches this address can read and write through it; set TIDELINE_TOKEN or --token-file", "http", h.addr)
+	}
+	return t, err
+}
+
+// serveOps serves mux, with the profiler if asked, everything but /healthz
+// and /metrics (counts, not data, for health checks and scrapers) behind
+// the token.
+func (h *httpFlags) serveOps(ctx context.Context, mux *http.ServeMux) (func(), error) {
+	tok, err := h.token()
+	if err != nil {
+		return nil, err
+	}
+	if h.pprof {
+		// For a process that is stuck or slow: for example
+		// curl -H "Authorization: Bearer $TIDELINE_TOKEN" 'localhost:8082/debug/pprof/goroutine?debug=2'.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
+	return serveHTTP(ctx, h.addr, tok.Require(mux, func(path string) bool { return path == "/healthz" || path == "/metrics" }))
+}
+
+// loopback reports whether addr listens on this machine only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
 // httpLimits bound what one client can hold of an HTTP server (I8).

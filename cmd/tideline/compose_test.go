@@ -36,7 +36,7 @@ func TestComposeFile(t *testing.T) {
 	if _, err := loadCompose(t); err == nil || !strings.Contains(err.Error(), "TIDELINE_S3_SECRET_KEY") {
 		t.Errorf("docker-compose.yml loads without TIDELINE_S3_SECRET_KEY (err %v); it must refuse to start without the secrets of .env", err)
 	}
-	p, err := loadCompose(t, "TIDELINE_S3_ACCESS_KEY=someone", "TIDELINE_S3_SECRET_KEY=s3cr3t-from-env")
+	p, err := loadCompose(t, "TIDELINE_S3_ACCESS_KEY=someone", "TIDELINE_S3_SECRET_KEY=s3cr3t-from-env", "TIDELINE_NATS_USER=natsuser", "TIDELINE_NATS_PASSWORD=natspass")
 	if err != nil {
 		t.Fatalf("docker-compose.yml does not load: %v", err)
 	}
@@ -44,10 +44,13 @@ func TestComposeFile(t *testing.T) {
 	if err != nil {
 		t.Fatalf(".env.example, the template of the .env compose reads: %v", err)
 	}
-	for _, k := range []string{"TIDELINE_S3_ACCESS_KEY=", "TIDELINE_S3_SECRET_KEY=", "TIDELINE_BIND=127.0.0.1"} {
+	for _, k := range []string{"TIDELINE_S3_ACCESS_KEY=", "TIDELINE_S3_SECRET_KEY=", "TIDELINE_NATS_USER=", "TIDELINE_NATS_PASSWORD=", "TIDELINE_TOKEN=", "TIDELINE_BIND=127.0.0.1"} {
 		if !strings.Contains(string(example), "\n"+k) {
 			t.Errorf(".env.example has no line %s...", k)
 		}
+	}
+	if cmd := strings.Join(p.Services["nats"].Command, " "); !strings.Contains(cmd, "--user natsuser --pass natspass") {
+		t.Errorf("NATS runs %q; want clients to log in with the user and password of .env", cmd)
 	}
 	stateful := map[string]string{"nats": "/data", "temporal": "/home/temporal", "minio": "/data"}
 	want := map[string][]string{ // service -> published ports
@@ -157,8 +160,8 @@ func TestComposeFile(t *testing.T) {
 				}
 			}
 		}
-		if svc.Environment["TIDELINE_NATS_URL"] == nil {
-			t.Errorf("%s is not told where NATS is", name)
+		if u := svc.Environment["TIDELINE_NATS_URL"]; u == nil || !strings.HasPrefix(*u, "nats://natsuser:natspass@nats:") {
+			t.Errorf("%s is not told where NATS is, with the credentials of .env: %v", name, u)
 		}
 	}
 	if built != 1 {

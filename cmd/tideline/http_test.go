@@ -91,3 +91,55 @@ func freeAddr(t *testing.T) string {
 	defer ln.Close()
 	return ln.Addr().String()
 }
+
+// TestOpsSurfaceIsGuarded: a process's HTTP surface (the stream process's
+// ingest among it) needs the token from TIDELINE_TOKEN on everything but
+// /healthz and /metrics, and serves the profiler only when asked, behind
+// the token too (it was open on every process).
+func TestOpsSurfaceIsGuarded(t *testing.T) {
+	t.Setenv("TIDELINE_TOKEN", "s3cret")
+	for _, withPprof := range []bool{false, true} {
+		h := httpFlags{addr: freeAddr(t), pprof: withPprof}
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {})
+		mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {})
+		mux.HandleFunc("POST /v1/ingest/{stream}", func(w http.ResponseWriter, _ *http.Request) {})
+		stop, err := h.serveOps(t.Context(), mux)
+		if err != nil {
+			t.Fatal(err)
+		}
+		do := func(method, path, token string) int {
+			req, _ := http.NewRequest(method, "http://"+h.addr+path, nil)
+			if token != "" {
+				req.Header.Set("Authorization", "Bearer "+token)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		pprofWant := http.StatusNotFound
+		if withPprof {
+			pprofWant = http.StatusOK
+		}
+		for _, c := range []struct {
+			method, path, token string
+			want                int
+		}{
+			{"GET", "/healthz", "", http.StatusOK},
+			{"GET", "/metrics", "", http.StatusOK},
+			{"POST", "/v1/ingest/payments", "", http.StatusUnauthorized},
+			{"POST", "/v1/ingest/payments", "wrong", http.StatusUnauthorized},
+			{"POST", "/v1/ingest/payments", "s3cret", http.StatusOK},
+			{"GET", "/debug/pprof/", "", http.StatusUnauthorized},
+			{"GET", "/debug/pprof/", "s3cret", pprofWant},
+		} {
+			if got := do(c.method, c.path, c.token); got != c.want {
+				t.Errorf("pprof %v: %s %s with token %q: %d, want %d", withPprof, c.method, c.path, c.token, got, c.want)
+			}
+		}
+		stop()
+	}
+}

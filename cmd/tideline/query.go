@@ -8,10 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
+	"tideline/internal/httpauth"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -22,7 +22,7 @@ import (
 func queryCmd() *cobra.Command {
 	var c commonFlags
 	var l lakeFlags
-	var server, token, format string
+	var server, tokenFile, format string
 	var local bool
 	cmd := &cobra.Command{
 		Use:   `query "SQL"`,
@@ -40,6 +40,10 @@ func queryCmd() *cobra.Command {
 			if local {
 				res, err = queryLocal(cmd, &c, &l, args[0])
 			} else {
+				var token string
+				if token, err = httpauth.Secret(tokenFile); err != nil {
+					return err
+				}
 				res, err = queryServer(server, token, args[0])
 			}
 			if err != nil {
@@ -52,7 +56,7 @@ func queryCmd() *cobra.Command {
 	c.register(f)
 	l.register(f)
 	f.StringVar(&server, "server", envOr("TIDELINE_SERVER", "http://127.0.0.1:8080"), "the serve process's URL (env TIDELINE_SERVER)")
-	f.StringVar(&token, "token", os.Getenv("TIDELINE_TOKEN"), "bearer token of the serve process (env TIDELINE_TOKEN)")
+	f.StringVar(&tokenFile, "token-file", "", "file holding the serve process's bearer token (env "+httpauth.EnvFile+", or the token itself in "+httpauth.Env+")")
 	f.StringVar(&format, "format", "table", "output: table, csv or json")
 	f.BoolVar(&local, "local", false, "read the lake directly (batch results only, no speed layer) instead of asking serve")
 	return cmd

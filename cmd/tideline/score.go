@@ -15,7 +15,7 @@ import (
 func scoreCmd() *cobra.Command {
 	var c commonFlags
 	var l lakeFlags
-	var httpAddr string
+	var h httpFlags
 	var loadEvery time.Duration
 	cmd := &cobra.Command{
 		Use:   "score",
@@ -56,7 +56,7 @@ decisions say fallback: true. /metrics and /healthz are on --http.`,
 			}
 			reg := newRegistry()
 			mux := opsMux(reg)
-			stop, err := serveHTTP(ctx, httpAddr, mux)
+			stop, err := h.serveOps(ctx, mux)
 			if err != nil {
 				return err
 			}
@@ -72,7 +72,7 @@ decisions say fallback: true. /metrics and /healthz are on --http.`,
 	f := cmd.Flags()
 	c.register(f)
 	l.register(f)
-	f.StringVar(&httpAddr, "http", envOr("TIDELINE_SCORE_HTTP", "127.0.0.1:8083"), "HTTP address for /metrics and /healthz (env TIDELINE_SCORE_HTTP)")
+	h.register(f, "TIDELINE_SCORE_HTTP", "127.0.0.1:8083", "/metrics and /healthz", true)
 	f.DurationVar(&loadEvery, "load-every", 15*time.Second, "how often the lake's features are checked for change")
 	return cmd
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"log/slog"
-	"os"
 	"path/filepath"
 	"runtime"
 	"time"
@@ -17,7 +16,7 @@ func serveCmd() *cobra.Command {
 	var c commonFlags
 	var l lakeFlags
 	var cfg serve.Config
-	var httpAddr string
+	var h httpFlags
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the merged views: HTTP API, read-only SQL, live updates and ingest",
@@ -41,6 +40,9 @@ layer's windows, and answers on --http:
 			s, nc, js, store := d.spec, d.nc, d.js, d.store
 			reg := newRegistry()
 			cfg.Spec, cfg.Store, cfg.NC, cfg.JS, cfg.Registry, cfg.Log = s, store, nc, js, reg, slog.Default()
+			if cfg.Token, err = h.token(); err != nil {
+				return err
+			}
 			cfg.CacheDir, cfg.CacheBytes = filepath.Join(l.cacheDir, "serve"), l.cacheBytes
 			cfg.TempDir = filepath.Join(l.cacheDir, "serve-tmp")
 			srv, err := serve.Open(ctx, cfg)
@@ -48,12 +50,12 @@ layer's windows, and answers on --http:
 				return err
 			}
 			defer srv.Close()
-			stop, err := serveHTTP(ctx, httpAddr, srv.Handler(stream.NewIngester(js, s, stream.NewMetrics(reg)), reg))
+			stop, err := serveHTTP(ctx, h.addr, srv.Handler(stream.NewIngester(js, s, stream.NewMetrics(reg)), reg))
 			if err != nil {
 				return err
 			}
 			defer stop()
-			slog.Info("serving", "http", httpAddr, "lake", store.String(), "views", len(s.Views))
+			slog.Info("serving", "http", h.addr, "lake", store.String(), "views", len(s.Views))
 			<-ctx.Done()
 			return nil
 		},
@@ -61,8 +63,7 @@ layer's windows, and answers on --http:
 	f := cmd.Flags()
 	c.register(f)
 	l.register(f)
-	f.StringVar(&httpAddr, "http", envOr("TIDELINE_SERVE_HTTP", "127.0.0.1:8080"), "HTTP address of the API (env TIDELINE_SERVE_HTTP)")
-	f.StringVar(&cfg.Token, "token", os.Getenv("TIDELINE_TOKEN"), "bearer token required on everything but /healthz, /readyz and the dashboard page (env TIDELINE_TOKEN)")
+	h.register(f, "TIDELINE_SERVE_HTTP", "127.0.0.1:8080", "the API and the dashboard", false)
 	f.DurationVar(&cfg.QueryTimeout, "query-timeout", 5*time.Second, "longest a query may run")
 	f.IntVar(&cfg.MaxRows, "max-rows", 100_000, "most rows a query may return")
 	f.Int64Var(&cfg.MaxResponseBytes, "max-response-bytes", serve.DefaultMaxResponseBytes, "most bytes of JSON one query's answer may take; the answer is cut there with an error")

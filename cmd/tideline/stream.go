@@ -14,7 +14,7 @@ import (
 
 func streamCmd() *cobra.Command {
 	var c commonFlags
-	var httpAddr string
+	var h httpFlags
 	var setupOnly bool
 	var o stream.ProcessorOptions
 	cmd := &cobra.Command{
@@ -48,7 +48,7 @@ POST /v1/ingest/{stream} for NDJSON.`,
 			o.Metrics = stream.NewMetrics(reg)
 			mux := opsMux(reg)
 			mux.Handle("POST /v1/ingest/{stream}", stream.NewIngester(js, s, o.Metrics))
-			stop, err := serveHTTP(ctx, httpAddr, mux)
+			stop, err := h.serveOps(ctx, mux)
 			if err != nil {
 				return err
 			}
@@ -73,7 +73,7 @@ POST /v1/ingest/{stream} for NDJSON.`,
 	}
 	f := cmd.Flags()
 	c.register(f)
-	f.StringVar(&httpAddr, "http", envOr("TIDELINE_STREAM_HTTP", "127.0.0.1:8081"), "HTTP address for /metrics, /healthz and ingest (env TIDELINE_STREAM_HTTP)")
+	h.register(f, "TIDELINE_STREAM_HTTP", "127.0.0.1:8081", "/metrics, /healthz and ingest", true)
 	f.BoolVar(&setupOnly, "setup-only", false, "create or update the streams and buckets, then exit")
 	f.DurationVar(&o.FlushEvery, "flush-every", 25*time.Millisecond, "how often changed windows are published")
 	f.DurationVar(&o.CheckpointEvery, "checkpoint-every", time.Second, "checkpoint at least this often")
