@@ -3,12 +3,16 @@ package serve
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -107,4 +111,64 @@ func runHey(b *testing.B, hey string, c int, url string) {
 	b.ReportMetric(p50*1000, "p50-ms")
 	b.ReportMetric(p99*1000, "p99-ms")
 	b.ReportMetric(p99*1e9, "ns/op")
+}
+
+// BenchmarkServeViewsAbused asks GET /v1/views as BenchmarkServeViews does,
+// with 16 clients for 2 s, while 4 clients loop SQL queries that run to a
+// 5 s limit and 100 clients hold connections open mid-request; ns/op is
+// the p99. Its anchor, c16AnchorQuiet, is the same read in the same run
+// with no abuse. Views are swapped in every second throughout, as serve
+// does.
+func BenchmarkServeViewsAbused(b *testing.B) {
+	hey := filepath.Join(devstack.FindBinDir(), "hey")
+	if _, err := os.Stat(hey); err != nil {
+		b.Skipf("no %s: run `make tools`", hey)
+	}
+	f := newFixture(b)
+	f.srv.cfg.QueryTimeout = 5 * time.Second
+	url := fmt.Sprintf("%s/v1/views/merchant_minute?merchant_id=%s&from=%s&to=%s", f.http.URL, benchMerchant, benchFrom, benchTo)
+	b.Run("c16AnchorQuiet", func(b *testing.B) { runHey(b, hey, 16, url) })
+	b.Run("c16", func(b *testing.B) {
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		defer func() { cancel(); wg.Wait() }()
+		body := `{"sql": "SELECT count(*) FROM range(1000000000) a, range(1000000000) b"}`
+		for range 4 {
+			wg.Go(func() {
+				for ctx.Err() == nil {
+					req, _ := http.NewRequestWithContext(ctx, "POST", f.http.URL+"/v1/query", strings.NewReader(body))
+					if resp, err := http.DefaultClient.Do(req); err == nil {
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}
+				}
+			})
+		}
+		for range 100 { // slow clients: a request started and never finished
+			c, err := net.Dial("tcp", strings.TrimPrefix(f.http.URL, "http://"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			fmt.Fprintf(c, "POST /v1/query HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n{\"sql\": \"SEL")
+		}
+		wg.Go(func() {
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for ctx.Err() == nil {
+				f.srv.speedMu.Lock()
+				for _, v := range f.srv.views {
+					v.dirty = true
+				}
+				f.srv.speedMu.Unlock()
+				_ = f.srv.Refresh(ctx)
+				select {
+				case <-ctx.Done():
+				case <-t.C:
+				}
+			}
+		})
+		time.Sleep(500 * time.Millisecond) // the slow queries are running
+		runHey(b, hey, 16, url)
+	})
 }
