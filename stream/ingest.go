@@ -108,7 +108,7 @@ func (in *Ingester) Ingest(ctx context.Context, st *spec.Stream, body interface{
 	err := in.read(ctx, st, body, &res, p)
 	// What was published before a failure may well be stored: wait for
 	// every answer, so the counts say exactly what was.
-	if werr := p.wait(ctx, st, &res); err == nil {
+	if werr := p.wait(st, &res); err == nil {
 		err = werr
 	}
 	if m := in.metrics; m != nil {
@@ -126,9 +126,13 @@ type pending struct {
 
 // wait collects the answers to everything published: events acknowledged
 // count as accepted (or duplicates); the first failure is returned.
-func (p *pending) wait(ctx context.Context, st *spec.Stream, res *IngestResult) error {
+func (p *pending) wait(st *spec.Stream, res *IngestResult) error {
 	var first error
-	timeout := time.After(30 * time.Second)
+	// Not the request's context: a client gone still has its events
+	// stored, and the metrics count them. The deadline stays expired once
+	// reached, so no answer that never comes holds the rest.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	for i, list := range [][]jetstream.PubAckFuture{p.events, p.dead} {
 		for _, f := range list {
 			select {
@@ -147,7 +151,7 @@ func (p *pending) wait(ctx context.Context, st *spec.Stream, res *IngestResult) 
 					}
 					first = fmt.Errorf("cannot %s: %w", what, err)
 				}
-			case <-timeout:
+			case <-ctx.Done():
 				if first == nil {
 					first = fmt.Errorf("cannot confirm publishes to stream %s: no answer from JetStream in 30s", st.Name)
 				}
