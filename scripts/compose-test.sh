@@ -188,7 +188,7 @@ rootfs() { # name, extra packages
 	say "debootstrapping bookworm ($1) from $MIRROR"
 	rm -rf "$dir"
 	debootstrap --variant=minbase ${2:+--include="$2"} bookworm "$dir" "$MIRROR" >"$WORK/debootstrap-$1.log" 2>&1 ||
-		{ tail -20 "$WORK/debootstrap-$1.log"; exit 1; }
+		{ tail -20 "$WORK/debootstrap-$1.log"; skip "cannot debootstrap the stand-ins' base from $MIRROR (see $WORK/debootstrap-$1.log): no image can be built here"; }
 	rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/* "$dir"/debootstrap
 	tar -C "$dir" -cf "$tar.tmp" . && mv "$tar.tmp" "$tar" && rm -rf "$dir"
 }
