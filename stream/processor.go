@@ -420,8 +420,13 @@ func (p *Processor) deadLetter(subject string, data []byte, seq uint64, reason e
 func (p *Processor) flush(context.Context) error {
 	p.mu.Lock()
 	// Idle only counts while caught up and connected: a stall in delivery
-	// with a backlog must not move event time past events still coming.
-	if p.pending == 0 && p.nc.IsConnected() {
+	// with a backlog must not move event time past events still coming,
+	// and neither may the time the server was away (the idle clock starts
+	// again when it is back, not from the last event before it left).
+	switch {
+	case !p.nc.IsConnected():
+		p.lastArrival = time.Now()
+	case p.pending == 0:
 		p.op.Tick(time.Now(), p.lastArrival)
 	}
 	p.updates = p.op.Drain(p.updates[:0])
