@@ -443,9 +443,7 @@ func (p *Processor) flush(context.Context) error {
 	for i := range updates {
 		u := &updates[i]
 		if i > 0 && (u.View != updates[i-1].View || len(p.buf) > maxBatch) {
-			if err := p.publishBatch(updates[i-1].View.Name); err != nil {
-				return err
-			}
+			p.publishBatch(updates[i-1].View.Name)
 		}
 		p.buf = append(u.appendJSON(p.buf, p.texts, wm), '\n')
 		p.kvPending[u.id()] = *u
@@ -458,9 +456,7 @@ func (p *Processor) flush(context.Context) error {
 		}
 	}
 	if len(updates) > 0 {
-		if err := p.publishBatch(updates[len(updates)-1].View.Name); err != nil {
-			return err
-		}
+		p.publishBatch(updates[len(updates)-1].View.Name)
 		if !oldest.IsZero() {
 			f := time.Since(oldest)
 			p.freshness = append(p.freshness, f)
@@ -489,12 +485,16 @@ func (p *Processor) flush(context.Context) error {
 // maxBatch keeps a batch of updates under the default 1 MiB max payload.
 const maxBatch = 512 << 10
 
-func (p *Processor) publishBatch(view string) error {
+// publishBatch sends the live updates in buf. They are best effort: a
+// reader that misses some (the connection broke mid-write while the server
+// restarted) has the view's KV bucket, which every window still reaches at
+// the next checkpoint, with acknowledgements. Stopping the processor for
+// them, as it once did, lost the windows of the flush.
+func (p *Processor) publishBatch(view string) {
 	if err := p.nc.Publish(ViewSubject(view), p.buf); err != nil {
-		return fmt.Errorf("cannot publish updates of view %s: %w", view, err)
+		p.log.Warn("cannot publish live updates; they reach the view's KV bucket at the next checkpoint", "view", view, "err", err)
 	}
 	p.buf = p.buf[:0]
-	return nil
 }
 
 // checkpoint captures the state and the windows changed since the last
