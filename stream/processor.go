@@ -553,8 +553,6 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 	p.ckptBusy.Store(true)
 	p.ckptWG.Add(1)
 	write := func() error {
-		defer p.ckptWG.Done()
-		defer p.ckptBusy.Store(false)
 		texts := newJSONTexts()
 		var futures []jetstream.PubAckFuture
 		n := 0
@@ -629,19 +627,26 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 		p.log.Debug("checkpoint", "seq", seq, "bytes", len(data), "took", time.Since(start))
 		return nil
 	}
-	if wait {
-		return write()
-	}
-	go func() {
-		if err := write(); err != nil {
-			// The windows go back to the next checkpoint, unless newer.
+	// done ends this checkpoint. A failed one's windows go back to the next
+	// checkpoint, unless newer, and are handed back before a checkpoint
+	// waiting for this one (the last, at stop) may take its snapshot: handed
+	// back after, they were lost with the windows that had closed.
+	done := func(err error) error {
+		if err != nil && !wait {
 			p.log.Warn("checkpoint failed; the next one retries", "err", err)
 			p.mu.Lock()
 			p.ckptFailed = windows
 			p.dlq = append(dlq, p.dlq...) // checked again by the next one
 			p.mu.Unlock()
 		}
-	}()
+		p.ckptBusy.Store(false)
+		p.ckptWG.Done()
+		return err
+	}
+	if wait {
+		return done(write())
+	}
+	go func() { _ = done(write()) }()
 	return nil
 }
 
