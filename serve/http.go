@@ -100,6 +100,12 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// writeBusy answers a query refused because every slot is taken.
+func writeBusy(w http.ResponseWriter, err error) {
+	w.Header().Set("Retry-After", "1")
+	writeError(w, http.StatusTooManyRequests, err.Error())
+}
+
 func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
 }
@@ -183,8 +189,7 @@ func (s *Server) serveView(w http.ResponseWriter, r *http.Request) {
 	} else {
 		release, err := s.acquire()
 		if err != nil {
-			w.Header().Set("Retry-After", "1")
-			writeError(w, http.StatusTooManyRequests, err.Error())
+			writeBusy(w, err)
 			return
 		}
 		rows, nbatch, err = s.viewSQL(r.Context(), v, from, to, eq, want)
@@ -284,8 +289,7 @@ func (s *Server) serveQuery(w http.ResponseWriter, r *http.Request) {
 	}
 	release, err := s.acquire()
 	if err != nil {
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusTooManyRequests, err.Error())
+		writeBusy(w, err)
 		return
 	}
 	defer release()
@@ -350,11 +354,11 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"views": out})
 }
 
-// serveLive streams the view's window updates as server-sent events, one
-// event per update, as the speed layer publishes them.
 // liveWriteTimeout is how long one write to a live reader may take.
 const liveWriteTimeout = 30 * time.Second
 
+// serveLive streams the view's window updates as server-sent events, one
+// event per update, as the speed layer publishes them.
 func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("view")
 	if s.views[name] == nil {
