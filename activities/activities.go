@@ -30,7 +30,7 @@ const (
 )
 
 // NonRetryable lists the error types a retry cannot fix.
-var NonRetryable = []string{ErrTypeBadData, ErrTypeSpec, ErrTypeDataQuality, ErrTypeBadInput}
+var NonRetryable = []string{ErrTypeBadData, ErrTypeSpec, ErrTypeDataQuality, ErrTypeBadInput, ErrTypeSQL}
 
 // Config is what the activities need. Spec, Store, JS and DB are required.
 type Config struct {

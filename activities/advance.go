@@ -25,7 +25,8 @@ type AdvanceResult struct {
 // Advance moves a view's tideline over every partition after it that is
 // sealed and whose batch result is current, stopping at the first that is
 // not. For each window it passes that the speed layer served with another
-// value, it records a correction. The move is compare-and-swap on the view
+// value, it records a correction; windows from before the speed layer held
+// the view (a view newer than them) are history, not corrections. The move is compare-and-swap on the view
 // table, so of two racing advances one lands and the other retries.
 func (a *Activities) Advance(ctx context.Context, in ViewInput) (AdvanceResult, error) {
 	defer a.observe("advance", time.Now())
@@ -80,7 +81,7 @@ func (a *Activities) Advance(ctx context.Context, in ViewInput) (AdvanceResult, 
 	}
 	// The corrections of each partition passed, recorded with the move.
 	corrections := map[string]*lake.Rows{}
-	watermark, written, err := a.speedWatermark(ctx, v)
+	watermark, written, since, err := a.speedWatermark(ctx, v)
 	if err != nil {
 		return res, err
 	}
@@ -116,6 +117,10 @@ func (a *Activities) Advance(ctx context.Context, in ViewInput) (AdvanceResult, 
 			speed, err := a.readSpeed(ctx, v, p.Start, p.End())
 			if err != nil {
 				return err
+			}
+			if !since.IsZero() {
+				dropBefore(speed, since)
+				dropBefore(batch, since)
 			}
 			rows, touched := diff(v, KindSpeed, speed, batch, watermark, a.Now())
 			if touched > 0 {

@@ -324,8 +324,16 @@ func (c *compactor) commit(ctx context.Context) error {
 		return fromLake(err)
 	}
 	if !timeProp(snap, PropCovered).Before(c.lastTime) {
-		commit.Props = nil // covered never moves back
+		delete(commit.Props, PropCovered) // covered never moves back
 	}
+	// The rows name the contract they were written with, and the table
+	// records it, unless the lake holds rows it cannot read.
+	if err := lake.CheckContract(snap, c.st.Name, contract); err != nil {
+		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeSpec, err)
+	}
+	fp, props := lake.ContractProps(snap, contract)
+	commit.Meta[lake.MetaContract] = fp
+	maps.Copy(commit.Props, props)
 	_, err = c.tbl.Commit(ctx, commit)
 	switch {
 	case errors.Is(err, lake.ErrAlreadyCommitted):

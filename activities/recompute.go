@@ -102,8 +102,22 @@ type RecomputeResult struct {
 // the view's SQL from spec. It replaces the partition's batch file in one
 // commit, and checks that the windows count the partition's valid, distinct
 // events. Below the tideline, what changed is recorded as corrections.
+//
+// An error no retry can fix (the view's SQL cannot run over the partition's
+// files, a count check failed, a lake file is corrupt) is non-retryable and
+// recorded on the view table (PropFailed + partition), where /v1/status,
+// the backfill's progress and the dashboard show it, until a recompute of
+// the partition succeeds.
 func (a *Activities) Recompute(ctx context.Context, in PartitionInput) (RecomputeResult, error) {
 	defer a.observe("recompute", time.Now())
+	res, err := a.recompute(ctx, in)
+	if err != nil {
+		a.recordFailure(ctx, in, err)
+	}
+	return res, err
+}
+
+func (a *Activities) recompute(ctx context.Context, in PartitionInput) (RecomputeResult, error) {
 	s, err := a.readView(ctx, in.View)
 	if err != nil {
 		return RecomputeResult{}, err
@@ -138,7 +152,11 @@ func (a *Activities) Recompute(ctx context.Context, in PartitionInput) (Recomput
 	}
 	tmp.Close()
 	defer os.Remove(tmp.Name())
-	q := recomputeSQL(v, paths, p)
+	sel, err := lake.SelectFiles(ctx, a.DB, lake.RawSchema(v.Stream.Contract), paths)
+	if err != nil {
+		return res, fromQuery(fmt.Errorf("cannot read the raw files of partition %s of view %s: %w", ps.Partition, v.Name, err))
+	}
+	q := recomputeSQL(v, sel, p)
 	var want int64
 	if err := heartbeating(ctx, "counting", func() (err error) { want, err = a.countEvents(ctx, &q, ps.Partition, &res); return err }); err != nil {
 		return res, err
@@ -148,7 +166,7 @@ func (a *Activities) Recompute(ctx context.Context, in PartitionInput) (Recomput
 		return err
 	})
 	if err != nil {
-		return res, fmt.Errorf("cannot compute partition %s of view %s from %d raw file(s): %w", ps.Partition, v.Name, len(in2), err)
+		return res, fromQuery(fmt.Errorf("cannot compute partition %s of view %s from %d raw file(s): %w", ps.Partition, v.Name, len(in2), err))
 	}
 	activity.RecordHeartbeat(ctx, "computed")
 	if res.Rows, err = lake.CheckParquet(tmp.Name()); err != nil {
@@ -189,6 +207,9 @@ func (a *Activities) Recompute(ctx context.Context, in PartitionInput) (Recomput
 	commit := lake.Commit{Op: "recompute", Add: []lake.File{newFile}, Partitions: []string{ps.Partition}, Replace: true,
 		Meta:    map[string]string{"mark": m, "raw_version": strconv.FormatInt(s.raw.Version, 10), "events": strconv.FormatInt(res.Events, 10)},
 		IfProps: map[string]string{PropTideline: s.batch.Props[PropTideline]}}
+	if _, failed := s.batch.Props[lake.PropFailed+ps.Partition]; failed {
+		commit.Props = map[string]string{lake.PropFailed + ps.Partition: ""}
+	}
 	for _, f := range old {
 		commit.Remove = append(commit.Remove, f.Key)
 	}
@@ -222,12 +243,14 @@ type recomputeQuery struct {
 	view  string
 }
 
-func recomputeSQL(v *spec.View, paths []string, p lake.Partition) recomputeQuery {
+// recomputeSQL builds the queries of a view partition over sel, the raw
+// files it reads in the contract's columns (lake.SelectFiles).
+func recomputeSQL(v *spec.View, sel string, p lake.Partition) recomputeQuery {
 	c := v.Stream.Contract
 	ts := spec.QuoteIdent(c.Fields[c.Time].Name)
 	q := recomputeQuery{v: v, lo: p.Start.UnixMicro(), hi: p.End().UnixMicro(), inEnd: inputEnd(v, p).UnixMicro()}
-	q.read = fmt.Sprintf("SELECT * FROM read_parquet(%s) WHERE %s >= make_timestamptz(%d) AND %s < make_timestamptz(%d)",
-		sqlList(paths), ts, q.lo, ts, q.inEnd)
+	q.read = fmt.Sprintf("SELECT * FROM (%s) WHERE %s >= make_timestamptz(%d) AND %s < make_timestamptz(%d)",
+		sel, ts, q.lo, ts, q.inEnd)
 	q.setInput("(" + q.read + " QUALIFY row_number() OVER (PARTITION BY " + spec.QuoteIdent(c.Fields[c.ID].Name) + " ORDER BY _seq) = 1)")
 	return q
 }
@@ -263,7 +286,7 @@ func (a *Activities) countEvents(ctx context.Context, q *recomputeQuery, partiti
 		v.Size/v.Hop-1, base, q.lo, hop, base, q.hi, hop, filter)
 	var rows, distinct, want int64
 	if err := a.DB.QueryRowContext(ctx, fmt.Sprintf("SELECT count(*), count(DISTINCT %s), %s FROM (%s)", id, memberships, q.read)).Scan(&rows, &distinct, &want); err != nil {
-		return 0, fmt.Errorf("cannot count the events of partition %s of view %s: %w", partition, v.Name, err)
+		return 0, fromQuery(fmt.Errorf("cannot count the events of partition %s of view %s: %w", partition, v.Name, err))
 	}
 	res.Events = distinct
 	if rows == distinct {
@@ -275,7 +298,7 @@ func (a *Activities) countEvents(ctx context.Context, q *recomputeQuery, partiti
 	err := a.DB.QueryRowContext(ctx, fmt.Sprintf(`WITH src AS (%s)
 		SELECT %s FROM src WHERE _seq IN (SELECT min(_seq) FROM src GROUP BY %s)`, q.read, memberships, id)).Scan(&want)
 	if err != nil {
-		return 0, fmt.Errorf("cannot count the events of partition %s of view %s: %w", partition, v.Name, err)
+		return 0, fromQuery(fmt.Errorf("cannot count the events of partition %s of view %s: %w", partition, v.Name, err))
 	}
 	return want, nil
 }

@@ -135,14 +135,15 @@ func (a *Activities) readBatch(ctx context.Context, v *spec.View, files []lake.F
 // speedWatermark is the speed layer's watermark for v from its bucket's
 // WatermarkKey: every window it closed is in the bucket. It is zero when
 // the speed layer has closed nothing; written is then when it last wrote a
-// window, if it has.
-func (a *Activities) speedWatermark(ctx context.Context, v *spec.View) (wm, written time.Time, err error) {
+// window, if it has. since is the first event time from which the speed
+// layer has held the view's windows (zero: from the stream's start).
+func (a *Activities) speedWatermark(ctx context.Context, v *spec.View) (wm, written, since time.Time, err error) {
 	kv, err := a.JS.KeyValue(ctx, stream.ViewBucket(v.Name))
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return time.Time{}, time.Time{}, nil
+		return time.Time{}, time.Time{}, time.Time{}, nil
 	}
 	if err != nil {
-		return time.Time{}, time.Time{}, fmt.Errorf("cannot open KV bucket %s: %w", stream.ViewBucket(v.Name), err)
+		return time.Time{}, time.Time{}, time.Time{}, fmt.Errorf("cannot open KV bucket %s: %w", stream.ViewBucket(v.Name), err)
 	}
 	e, err := kv.Get(ctx, stream.WatermarkKey)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -151,22 +152,35 @@ func (a *Activities) speedWatermark(ctx context.Context, v *spec.View) (wm, writ
 		// their values are not final: written is when it last wrote.
 		st, err := a.JS.Stream(ctx, stream.ViewBucketStream(v.Name))
 		if err != nil {
-			return time.Time{}, time.Time{}, fmt.Errorf("cannot read KV bucket %s: %w", stream.ViewBucket(v.Name), err)
+			return time.Time{}, time.Time{}, time.Time{}, fmt.Errorf("cannot read KV bucket %s: %w", stream.ViewBucket(v.Name), err)
 		}
 		info, err := st.Info(ctx)
 		if err != nil {
-			return time.Time{}, time.Time{}, fmt.Errorf("cannot read KV bucket %s: %w", stream.ViewBucket(v.Name), err)
+			return time.Time{}, time.Time{}, time.Time{}, fmt.Errorf("cannot read KV bucket %s: %w", stream.ViewBucket(v.Name), err)
 		}
-		return time.Time{}, info.State.LastTime, nil
+		return time.Time{}, info.State.LastTime, time.Time{}, nil
 	}
 	if err != nil {
-		return time.Time{}, time.Time{}, fmt.Errorf("cannot read the watermark in KV bucket %s: %w", stream.ViewBucket(v.Name), err)
+		return time.Time{}, time.Time{}, time.Time{}, fmt.Errorf("cannot read the watermark in KV bucket %s: %w", stream.ViewBucket(v.Name), err)
 	}
 	var w stream.WatermarkJSON
 	if err := json.Unmarshal(e.Value(), &w); err != nil {
-		return time.Time{}, time.Time{}, fmt.Errorf("cannot parse the watermark in KV bucket %s (%q): %w", stream.ViewBucket(v.Name), e.Value(), err)
+		return time.Time{}, time.Time{}, time.Time{}, fmt.Errorf("cannot parse the watermark in KV bucket %s (%q): %w", stream.ViewBucket(v.Name), e.Value(), err)
 	}
-	return w.Watermark, e.Created(), nil
+	if w.Since != nil {
+		since = *w.Since
+	}
+	return w.Watermark, e.Created(), since, nil
+}
+
+// dropBefore leaves out the windows starting before since: the speed layer
+// never held them for this view, so batch values there are history.
+func dropBefore(ws windows, since time.Time) {
+	for k, w := range ws {
+		if w.start < since.UnixMicro() {
+			delete(ws, k)
+		}
+	}
 }
 
 // lastClose is when the speed layer closes the last of these windows: its

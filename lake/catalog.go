@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -80,7 +79,7 @@ type Execer interface {
 // RefreshIn is Refresh with the view defined through ex, so a caller can
 // swap many views in one transaction. If that transaction rolls back, the
 // caller must Forget the names it refreshed.
-func (c *Catalog) RefreshIn(ctx context.Context, ex Execer, name string, schema *arrow.Schema, snap *Snapshot) ([]error, error) {
+func (c *Catalog) RefreshIn(ctx context.Context, ex Queryer, name string, schema *arrow.Schema, snap *Snapshot) ([]error, error) {
 	files := snap.List()
 	paths := make([]string, len(files))
 	errs := make([]error, len(files))
@@ -108,7 +107,11 @@ func (c *Catalog) RefreshIn(ctx context.Context, ex Execer, name string, schema 
 		}
 	}
 	c.cache.Pin(live)
-	if _, err := ex.ExecContext(ctx, "CREATE OR REPLACE VIEW "+spec.QuoteIdent(name)+" AS "+selectFiles(schema, live)); err != nil {
+	sel, err := SelectFiles(ctx, ex, schema, live)
+	if err == nil {
+		_, err = ex.ExecContext(ctx, "CREATE OR REPLACE VIEW "+spec.QuoteIdent(name)+" AS "+sel)
+	}
+	if err != nil {
 		c.cache.Unpin(live)
 		return nil, fmt.Errorf("cannot define view %s over %d file(s) of %s: %w", name, len(live), snap.Table, err)
 	}
@@ -154,21 +157,4 @@ func (c *Catalog) Version(name string) int64 {
 		return t.version
 	}
 	return 0
-}
-
-// selectFiles reads the files, or is an empty relation of the schema's
-// columns when there are none.
-func selectFiles(schema *arrow.Schema, paths []string) string {
-	if len(paths) == 0 {
-		cols := make([]string, schema.NumFields())
-		for i, f := range schema.Fields() {
-			cols[i] = "CAST(NULL AS " + DuckDBType(f.Type) + ") AS " + spec.QuoteIdent(f.Name)
-		}
-		return "SELECT " + strings.Join(cols, ", ") + " LIMIT 0"
-	}
-	quoted := make([]string, len(paths))
-	for i, p := range paths {
-		quoted[i] = spec.QuoteString(p)
-	}
-	return "SELECT * FROM read_parquet([" + strings.Join(quoted, ", ") + "])"
 }

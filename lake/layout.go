@@ -1,7 +1,9 @@
 package lake
 
 import (
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -100,3 +102,36 @@ func checkpointKey(table string, version int64) string {
 }
 
 func lastCheckpointKey(table string) string { return table + "/_log/_last_checkpoint" }
+
+// PropFailed, followed by a partition path, is a view table property
+// recording why the partition's last recompute failed in a way no retry
+// fixes. Its value is a Failure, as JSON. A recompute of the partition that
+// succeeds unsets it.
+const PropFailed = "failed:"
+
+// Failure is a recompute that cannot succeed until something changes: the
+// spec, the lake's files, or the code.
+type Failure struct {
+	Partition string    `json:"partition"`
+	Type      string    `json:"type"` // the non-retryable error type
+	Message   string    `json:"message"`
+	At        time.Time `json:"at"`
+}
+
+// Failures lists the failures a view table's snapshot records, by
+// partition.
+func Failures(s *Snapshot) []Failure {
+	var out []Failure
+	for k, v := range s.Props {
+		if !strings.HasPrefix(k, PropFailed) {
+			continue
+		}
+		var f Failure
+		if json.Unmarshal([]byte(v), &f) != nil {
+			f = Failure{Partition: strings.TrimPrefix(k, PropFailed), Message: v}
+		}
+		out = append(out, f)
+	}
+	slices.SortFunc(out, func(a, b Failure) int { return strings.Compare(a.Partition, b.Partition) })
+	return out
+}

@@ -92,6 +92,8 @@ type Snapshot struct {
 	Marks map[string]string `json:"marks,omitempty"`
 	// Props are the table's properties, each as its last commit set it.
 	Props map[string]string `json:"props,omitempty"`
+	// PropVersion is the commit that last set each property.
+	PropVersion map[string]int64 `json:"prop_version,omitempty"`
 }
 
 // List returns the live files in key order.
@@ -135,6 +137,7 @@ func (s *Snapshot) clone() *Snapshot {
 	c.Files = maps.Clone(s.Files)
 	c.Marks = maps.Clone(s.Marks)
 	c.Props = maps.Clone(s.Props)
+	c.PropVersion = maps.Clone(s.PropVersion)
 	if c.Files == nil {
 		c.Files = map[string]File{}
 	}
@@ -221,13 +224,18 @@ func (s *Snapshot) apply(c *Commit) {
 	}
 	if len(c.Props) > 0 {
 		if s.Props == nil {
-			s.Props = map[string]string{}
+			s.Props, s.PropVersion = map[string]string{}, map[string]int64{}
+		}
+		if s.PropVersion == nil {
+			s.PropVersion = map[string]int64{}
 		}
 		for k, v := range c.Props {
 			if v == "" {
 				delete(s.Props, k)
+				delete(s.PropVersion, k)
 			} else {
 				s.Props[k] = v
+				s.PropVersion[k] = c.Version
 			}
 		}
 	}

@@ -313,6 +313,10 @@ type ViewStatus struct {
 	// corrections.
 	CorrectionsStaged int   `json:"corrections_staged"`
 	BatchVersion      int64 `json:"batch_version"`
+	// Failures are partitions whose recompute failed in a way no retry
+	// fixes (a query DuckDB refuses, a count check, a corrupt file): they
+	// hold the tideline until the cause is fixed and a recompute succeeds.
+	Failures []lake.Failure `json:"failures,omitempty"`
 }
 
 // serveStatus answers GET /v1/status.
@@ -333,7 +337,7 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
 		st := ViewStatus{LastCompaction: raw.Time}
 		st.Covered, _ = time.Parse(time.RFC3339Nano, raw.Props["covered"])
 		s.mu.RLock()
-		st.Tideline, st.BatchVersion, st.CorrectionsStaged = vs.tideline, vs.version, vs.staged
+		st.Tideline, st.BatchVersion, st.CorrectionsStaged, st.Failures = vs.tideline, vs.version, vs.staged, vs.failures
 		if vs.stale > 0 {
 			st.Stale = vs.stale.Round(time.Second).String()
 		}

@@ -169,6 +169,7 @@ type view struct {
 	version  int64                // of the view table swapped in
 	files    map[string]lake.File // its live files: what the batch table holds
 	staged   int                  // correction files it names, not yet recorded
+	failures []lake.Failure       // partitions whose recompute cannot succeed as things are
 	stale    time.Duration
 	loaded   chan struct{} // closed once the speed windows in KV are all read
 	// The snapshot in memory, for GET /v1/views; batchIdx is nil when the
@@ -507,6 +508,7 @@ func (s *Server) Refresh(ctx context.Context) error {
 		s.speedMu.Unlock()
 		vs.version, vs.files, vs.stale = sw.snap.Version, sw.snap.Files, sw.stale
 		vs.staged = lake.StagedCorrections(sw.snap)
+		vs.failures = lake.Failures(sw.snap)
 		s.metrics.tideline.WithLabelValues(vs.spec.Name).Set(float64(sw.tideline.Unix()))
 	}
 	s.ready = true

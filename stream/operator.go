@@ -84,6 +84,11 @@ type viewState struct {
 	span     int64 // (size/hop - 1) * hop: the oldest window an event is in starts this far before the latest
 	stride   int   // words per window in group.wins
 	found    []bool
+	// since is the first event time from which the view has seen every
+	// event: windows starting at or after it are the speed layer's; those
+	// before were never held (the view is newer than them). MinInt64 when
+	// the view has been here from the stream's start.
+	since int64
 }
 
 // Operator is the speed layer's pure state machine for one stream: it
@@ -139,7 +144,7 @@ func NewOperator(st *spec.Stream) *Operator {
 		n := v.Size.Microseconds() / hop
 		vs := &viewState{
 			v: v, groups: map[string]*group{}, minStart: math.MaxInt64, horizon: (v.Size + v.Lateness).Microseconds(),
-			hop: hop, span: (n - 1) * hop, stride: winCells + 2*len(v.Measures), found: make([]bool, n),
+			hop: hop, span: (n - 1) * hop, stride: winCells + 2*len(v.Measures), found: make([]bool, n), since: math.MinInt64,
 		}
 		op.views = append(op.views, vs)
 		op.forget = max(op.forget, vs.horizon)
@@ -455,6 +460,18 @@ func (op *Operator) OpenWindows() int {
 }
 
 // LateEvents returns late events counted per view since the start.
+// Since returns, per view, the event time (UTC microseconds) from which the
+// view has seen every event: a view added to a running stream starts after
+// the latest event time applied before it. math.MinInt64 means from the
+// stream's start.
+func (op *Operator) Since() map[string]int64 {
+	out := map[string]int64{}
+	for _, vs := range op.views {
+		out[vs.v.Name] = vs.since
+	}
+	return out
+}
+
 func (op *Operator) LateEvents() map[string]uint64 {
 	out := map[string]uint64{}
 	for _, vs := range op.views {

@@ -605,8 +605,13 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 		// Only now: a reader seeing this watermark finds every window it
 		// closed in the bucket.
 		if wm != math.MinInt64 && wm != p.wmWritten {
-			wmData, _ := json.Marshal(WatermarkJSON{Watermark: time.UnixMicro(wm).UTC()})
 			for _, v := range p.st.Views {
+				w := WatermarkJSON{Watermark: time.UnixMicro(wm).UTC()}
+				if since := snap.Since(v.Name); since != math.MinInt64 {
+					t := time.UnixMicro(since).UTC()
+					w.Since = &t
+				}
+				wmData, _ := json.Marshal(w)
 				if _, err := p.js.Publish(ctx, ViewKeySubject(v.Name, WatermarkKey), wmData); err != nil {
 					return fmt.Errorf("cannot write the watermark of view %s to its bucket: %w", v.Name, err)
 				}

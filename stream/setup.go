@@ -58,6 +58,11 @@ const WatermarkKey = "watermark"
 // WatermarkJSON is the value at WatermarkKey.
 type WatermarkJSON struct {
 	Watermark time.Time `json:"watermark"`
+	// Since, when set, is the first event time from which the view has
+	// seen every event (Operator.Since): windows starting before it were
+	// never the speed layer's, so batch values there are history, not
+	// corrections.
+	Since *time.Time `json:"since,omitempty"`
 }
 
 // SetupOptions tune Setup.

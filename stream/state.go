@@ -5,6 +5,7 @@ import (
 	"encoding/gob"
 	"fmt"
 	"maps"
+	"math"
 	"sort"
 
 	"github.com/klauspost/compress/zstd"
@@ -30,6 +31,9 @@ type state struct {
 type viewSnapshot struct {
 	Name string
 	Late uint64
+	// Since is viewState.since, plus one so that a checkpoint written
+	// before it existed (zero) reads as "from the start".
+	Since int64
 	// Groups holds the open windows a group at a time, as the operator
 	// keeps them (group.wins): Stride words each.
 	Groups []groupSnapshot
@@ -74,7 +78,7 @@ func (op *Operator) Snapshot() Snapshot {
 	}
 	flat := make([]int64, 0, words) // one allocation for every window: this runs under the processor's lock
 	for _, vs := range op.views {
-		snap := viewSnapshot{Name: vs.v.Name, Late: vs.late, Stride: vs.stride, Groups: make([]groupSnapshot, 0, len(vs.groups))}
+		snap := viewSnapshot{Name: vs.v.Name, Late: vs.late, Since: vs.since + 1, Stride: vs.stride, Groups: make([]groupSnapshot, 0, len(vs.groups))}
 		for _, g := range vs.groups {
 			n := len(flat)
 			flat = append(flat, g.wins...)
@@ -95,6 +99,16 @@ func (op *Operator) Snapshot() Snapshot {
 		}
 	}
 	return Snapshot{s}
+}
+
+// Since is Operator.Since of one view when the snapshot was taken.
+func (s Snapshot) Since(view string) int64 {
+	for _, v := range s.s.Views {
+		if v.Name == view {
+			return v.Since - 1
+		}
+	}
+	return math.MinInt64
 }
 
 // Seq is the last stream sequence the snapshot holds.
@@ -132,12 +146,17 @@ func (op *Operator) Restore(data []byte) error {
 	for _, vs := range fresh.views {
 		byName[vs.v.Name] = vs
 	}
+	restored := map[string]bool{}
 	for _, snap := range s.Views {
 		vs := byName[snap.Name]
 		if vs == nil {
 			continue // a view removed from the spec since
 		}
+		restored[snap.Name] = true
 		vs.late = snap.Late
+		if snap.Since != 0 {
+			vs.since = snap.Since - 1
+		}
 		changed := fmt.Errorf("cannot restore view %s of stream %s: its measures or group-by changed since the checkpoint; delete the checkpoint to start the view afresh", snap.Name, op.st.Name)
 		if len(snap.Groups) > 0 && snap.Stride != vs.stride {
 			return changed
@@ -163,6 +182,13 @@ func (op *Operator) Restore(data []byte) error {
 				rec[winCells+2*i], rec[winCells+2*i+1] = c.N, c.V
 			}
 			vs.restoreWindow(vs.group(w.Dims), rec)
+		}
+	}
+	// A view the checkpoint does not have is new: it has seen no event up
+	// to the latest applied, and holds the windows after it.
+	for _, vs := range fresh.views {
+		if !restored[vs.v.Name] && s.MaxEvent != math.MinInt64 {
+			vs.since = s.MaxEvent + 1
 		}
 	}
 	for sec, ids := range s.Seen {

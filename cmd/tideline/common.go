@@ -250,6 +250,9 @@ func openData(ctx context.Context, c *commonFlags, l *lakeFlags, name string) (*
 		return nil, err
 	}
 	store, err := l.open(ctx)
+	if err == nil {
+		err = lake.CheckSpec(ctx, store, s)
+	}
 	if err != nil {
 		nc.Close()
 		return nil, err

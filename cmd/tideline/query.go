@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"tideline/lake"
 	"tideline/serve"
 )
 
@@ -103,6 +104,9 @@ func queryLocal(cmd *cobra.Command, c *commonFlags, l *lakeFlags, sql string) (*
 		return nil, err
 	}
 	store, err := l.open(ctx)
+	if err == nil {
+		err = lake.CheckSpec(ctx, store, s)
+	}
 	if err != nil {
 		return nil, err
 	}

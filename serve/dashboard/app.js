@@ -117,11 +117,13 @@ async function pollStatus() {
     const h = (state.corrections[v.name] || []).concat([[now, s.corrections]]).filter(p => p[0] >= now - 5 * 60 * 1000);
     state.corrections[v.name] = h;
     const tr = document.createElement('tr');
-    for (const text of [v.name, ago(s.tideline), ago(s.watermark), ago(s.last_compaction), s.partitions_pending, s.corrections, s.stale ? 'stale by ' + s.stale + ': batch only' : 'fresh']) {
+    const failed = (s.failures || []).map(f => f.partition + ': ' + f.type + ': ' + f.message).join('\n');
+    for (const text of [v.name, ago(s.tideline), ago(s.watermark), ago(s.last_compaction), s.partitions_pending, s.corrections, s.stale ? 'stale by ' + s.stale + ': batch only' : 'fresh', failed || '—']) {
       const td = document.createElement('td');
       td.textContent = text;
       tr.appendChild(td);
     }
+    if (failed) tr.className = 'failed';
     rows.push(tr);
   }
   $('#status tbody').replaceChildren(...rows);
