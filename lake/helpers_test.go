@@ -62,6 +62,12 @@ func genPaymentRows(c *spec.Contract, n int, seed uint64, base time.Time, span t
 				} else {
 					v.Bool = r.IntN(2) == 0
 				}
+			case "device": // an optional field added to the contract
+				if r.IntN(4) == 0 {
+					v.Null = true
+				} else {
+					v.Str = []string{"ios", "android", "web"}[r.IntN(3)]
+				}
 			default:
 				return nil, fmt.Errorf("genPayments does not know field %s", f.Name)
 			}

@@ -2,6 +2,8 @@ package stream
 
 import (
 	"fmt"
+	"math"
+	"strings"
 	"sort"
 	"testing"
 	"time"
@@ -308,5 +310,59 @@ func TestOperatorHealsPoisonedCheckpoint(t *testing.T) {
 	}
 	if ahead := r.Heal(t0.Add(3 * time.Second)); ahead != 0 {
 		t.Errorf("healing a healthy operator took back %v", ahead)
+	}
+}
+
+// TestOperatorSinceOfANewView restores a checkpoint into a spec with one
+// more view: the views the checkpoint had have held their windows from the
+// start, the new one only after the latest event time applied before it,
+// and a checkpoint of the new state keeps that.
+func TestOperatorSinceOfANewView(t *testing.T) {
+	s := fastSpec(t)
+	op := NewOperator(s.Stream("payments"))
+	for i := range 20 {
+		op.Apply(payment(fmt.Sprint("p", i), time.Duration(i)*time.Second, "m1", "1.00"), uint64(i+1), recv)
+	}
+	max := op.MaxEvent
+	op.Drain(nil)
+	data, err := op.Checkpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := spec.Parse("v2.yaml", []byte(strings.Replace(fastSpecYAML(t), "\nviews:\n", `
+views:
+  channel_minute:
+    stream: payments
+    window: 5s
+    group_by: [channel]
+    measures:
+      payments: count
+`, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	op2 := NewOperator(s2.Stream("payments"))
+	if err := op2.Restore(data); err != nil {
+		t.Fatal(err)
+	}
+	since := op2.Since()
+	if since["channel_minute"] != max+1 {
+		t.Errorf("the new view holds windows since %d, want %d (after the latest event applied)", since["channel_minute"], max+1)
+	}
+	if since["merchant_minute"] != math.MinInt64 {
+		t.Errorf("a view of the checkpoint holds windows since %d, want from the start", since["merchant_minute"])
+	}
+	op2.Drain(nil)
+	snap := op2.Snapshot()
+	if snap.Since("channel_minute") != max+1 || snap.Since("merchant_minute") != math.MinInt64 {
+		t.Errorf("snapshot: since %d and %d", snap.Since("channel_minute"), snap.Since("merchant_minute"))
+	}
+	data, _ = snap.Encode()
+	op3 := NewOperator(s2.Stream("payments"))
+	if err := op3.Restore(data); err != nil {
+		t.Fatal(err)
+	}
+	if got := op3.Since()["channel_minute"]; got != max+1 {
+		t.Errorf("after a second restore the new view holds windows since %d, want %d", got, max+1)
 	}
 }
