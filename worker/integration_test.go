@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -46,6 +47,8 @@ type harness struct {
 	db    *sql.DB // DuckDB for reading what the lake holds
 	proc  *stream.Processor
 	outs  []string // generator --out files so far
+	// stopSpeed stops the speed layer startSpeed started.
+	stopSpeed func()
 }
 
 var quiet = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -83,21 +86,49 @@ func startHarness(t *testing.T) *harness {
 	t.Cleanup(func() { h.db.Close() })
 
 	// The speed layer, so advances have speed values to correct.
-	h.proc = stream.NewProcessor(nc, h.js, h.spec.Stream("payments"), stream.ProcessorOptions{Log: quiet})
+	h.startSpeed(h.spec)
+	return h
+}
+
+// startSpeed runs the speed layer over the payments stream of s until the
+// test ends or stopSpeed is called.
+func (h *harness) startSpeed(s *spec.Spec) {
+	nc, err := nats.Connect(h.stack.NATS.URL)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.proc = stream.NewProcessor(nc, js, s.Stream("payments"), stream.ProcessorOptions{Log: quiet})
 	pctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- h.proc.Run(pctx) }()
-	t.Cleanup(func() {
+	stopped := false
+	h.stopSpeed = func() {
+		if stopped {
+			return
+		}
+		stopped = true
 		stop()
 		if err := <-done; err != nil {
-			t.Errorf("speed layer: %v", err)
+			h.t.Errorf("speed layer: %v", err)
 		}
-	})
-	return h
+		nc.Close()
+	}
+	h.t.Cleanup(h.stopSpeed)
 }
 
 // startWorker runs an in-process worker until the test ends.
 func (h *harness) startWorker() *activities.Activities {
+	acts, _ := h.startWorkerWith(h.spec)
+	return acts
+}
+
+// startWorkerWith runs an in-process worker with spec s until the test
+// ends or stop is called.
+func (h *harness) startWorkerWith(s *spec.Spec) (acts *activities.Activities, stop func()) {
 	h.t.Helper()
 	db, err := lake.OpenDuckDB(h.t.Context(), "")
 	if err != nil {
@@ -108,7 +139,7 @@ func (h *harness) startWorker() *activities.Activities {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	acts, err := activities.New(activities.Config{Spec: h.spec, Store: h.store, JS: h.js, DB: db, Cache: cache,
+	acts, err = activities.New(activities.Config{Spec: s, Store: h.store, JS: h.js, DB: db, Cache: cache,
 		Temporal: h.tc, TmpDir: h.t.TempDir(), ChunkMessages: 5000, Log: quiet})
 	if err != nil {
 		h.t.Fatal(err)
@@ -120,8 +151,10 @@ func (h *harness) startWorker() *activities.Activities {
 	if err := w.Start(); err != nil {
 		h.t.Fatal(err)
 	}
-	h.t.Cleanup(w.Stop)
-	return acts
+	var once sync.Once
+	stop = func() { once.Do(w.Stop) }
+	h.t.Cleanup(stop)
+	return acts, stop
 }
 
 var genStart = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
@@ -135,13 +168,23 @@ func spread(r *rand.Rand, i int, ts time.Time) map[string]any {
 // generate publishes a generated mix and remembers its --out file.
 func (h *harness) generate(o stream.GenOptions) stream.GenStats {
 	h.t.Helper()
+	return h.generateWith(o, spread)
+}
+
+// generateWith is generate with events made by newEvent, from o.Start
+// (genStart if zero).
+func (h *harness) generateWith(o stream.GenOptions, newEvent stream.EventFunc) stream.GenStats {
+	h.t.Helper()
 	out := filepath.Join(h.t.TempDir(), fmt.Sprintf("out-%d.ndjson", len(h.outs)))
 	f, err := os.Create(out)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	o.Out, o.Start = f, genStart
-	stats, err := stream.Generate(h.t.Context(), h.js, h.spec.Stream("payments"), spread, o)
+	o.Out = f
+	if o.Start.IsZero() {
+		o.Start = genStart
+	}
+	stats, err := stream.Generate(h.t.Context(), h.js, h.spec.Stream("payments"), newEvent, o)
 	f.Close()
 	if err != nil {
 		h.t.Fatal(err)
