@@ -164,20 +164,22 @@ func fromLake(err error) error {
 
 // Metrics are the batch layer's Prometheus metrics.
 type Metrics struct {
-	Compacted   *prometheus.CounterVec   // stream, outcome: rows, rejected
+	Compacted   *prometheus.CounterVec   // stream, outcome: rows, rejected, expired
 	DataQuality *prometheus.CounterVec   // step
 	Recomputes  *prometheus.CounterVec   // view
 	Duration    *prometheus.HistogramVec // activity
 	Corrections *prometheus.CounterVec   // view, kind: speed, batch
 	Tideline    *prometheus.GaugeVec     // view: unix seconds
 	Covered     *prometheus.GaugeVec     // stream: unix seconds
+	Optimized   *prometheus.CounterVec   // stream: partitions rewritten
+	Vacuumed    *prometheus.CounterVec   // table: objects deleted
 }
 
 // NewMetrics registers the metrics with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Compacted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tideline_compact_events_total",
-			Help: "Messages compaction read, by outcome: rows (committed to the raw table) or rejected (invalid)."}, []string{"stream", "outcome"}),
+			Help: "Messages compaction read, by outcome: rows (committed to the raw table) rejected (invalid) or expired (older than the lake keeps)."}, []string{"stream", "outcome"}),
 		DataQuality: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tideline_data_quality_failures_total",
 			Help: "Count checks that failed, by step: compact or recompute. The run failed without retrying."}, []string{"step"}),
 		Recomputes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tideline_recomputes_total",
@@ -190,8 +192,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "The view's tideline, Unix seconds: below it serving reads batch results."}, []string{"view"}),
 		Covered: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tideline_compact_covered_seconds",
 			Help: "Broker time up to which compaction has committed every message of the stream, Unix seconds."}, []string{"stream"}),
+		Optimized: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tideline_optimized_partitions_total",
+			Help: "Sealed raw partitions whose files Optimize rewrote into one."}, []string{"stream"}),
+		Vacuumed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tideline_vacuumed_objects_total",
+			Help: "Lake objects Vacuum deleted: unreferenced data files and log entries a checkpoint covers."}, []string{"table"}),
 	}
-	reg.MustRegister(m.Compacted, m.DataQuality, m.Recomputes, m.Duration, m.Corrections, m.Tideline, m.Covered)
+	reg.MustRegister(m.Compacted, m.DataQuality, m.Recomputes, m.Duration, m.Corrections, m.Tideline, m.Covered, m.Optimized, m.Vacuumed)
 	return m
 }
 

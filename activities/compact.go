@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"runtime"
 	"slices"
 	"strconv"
@@ -87,10 +88,14 @@ type CompactInput struct {
 
 // CompactResult says what a compaction run committed.
 type CompactResult struct {
-	Stream     string   `json:"stream"`
-	Messages   int64    `json:"messages"` // read from the range
-	Rows       int64    `json:"rows"`     // committed to the raw table
-	Rejected   int64    `json:"rejected"` // invalid, not committed
+	Stream   string `json:"stream"`
+	Messages int64  `json:"messages"` // read from the range
+	Rows     int64  `json:"rows"`     // committed to the raw table
+	Rejected int64  `json:"rejected"` // invalid, not committed
+	// Expired counts valid events older than the raw table's retention
+	// (lake.PropRetainedFrom): not committed, so a dropped partition stays
+	// dropped.
+	Expired    int64    `json:"expired,omitempty"`
 	Commits    int      `json:"commits"`
 	Partitions []string `json:"partitions"` // raw partitions touched
 	NextSeq    uint64   `json:"next_seq"`   // where the next run starts
@@ -130,7 +135,10 @@ func (a *Activities) Compact(ctx context.Context, in CompactInput) (CompactResul
 	log := a.Log.With("stream", st.Name)
 	if from <= in.To {
 		log.Info("compacting", "from_seq", from, "to_seq", in.To)
-		c := &compactor{a: a, st: st, tbl: tbl, res: &prog.Result, parts: parts}
+		c := &compactor{a: a, st: st, tbl: tbl, res: &prog.Result, parts: parts, retainedFrom: math.MinInt64}
+		if from := timeProp(snap, lake.PropRetainedFrom); !from.IsZero() {
+			c.retainedFrom = from.UnixMicro()
+		}
 		if err := c.run(ctx, from, in.To); err != nil {
 			return CompactResult{}, err
 		}
@@ -182,6 +190,8 @@ type compactor struct {
 	first, last       uint64
 	lastTime          time.Time
 	messages, invalid int64
+	expired           int64 // valid, but before the raw table's retained_from
+	retainedFrom      int64 // UTC microseconds; MinInt64 when nothing expired
 }
 
 func (c *compactor) run(ctx context.Context, from, to uint64) error {
@@ -230,9 +240,12 @@ func (c *compactor) run(ctx context.Context, from, to uint64) error {
 		c.last, c.lastTime = seq, meta.Timestamp
 		c.messages++
 		ev, err := contract.Decode(msg.Data(), meta.Timestamp)
-		if err != nil {
+		switch {
+		case err != nil:
 			c.invalid++
-		} else {
+		case ev.Values[contract.Time].Int < c.retainedFrom:
+			c.expired++ // its partition was dropped by retention: it stays dropped
+		default:
 			p := lake.PartitionOf(ev.Values[contract.Time].Int, c.st.Partition)
 			r := c.rows[p]
 			if r == nil {
@@ -270,7 +283,7 @@ func (c *compactor) stream(ctx context.Context) (*jetstream.StreamInfo, error) {
 
 func (c *compactor) reset() {
 	c.rows = map[lake.Partition]*lake.Rows{}
-	c.first, c.messages, c.invalid = 0, 0, 0
+	c.first, c.messages, c.invalid, c.expired = 0, 0, 0, 0
 }
 
 // commit writes the chunk's files and commits them with its range.
@@ -281,7 +294,8 @@ func (c *compactor) commit(ctx context.Context) error {
 	contract := c.st.Contract
 	opts := lake.WriteOptions{SortBy: contract.Fields[contract.Time].Name, Unique: []string{contract.Fields[contract.ID].Name}}
 	commit := lake.Commit{Op: "compact", Source: &lake.SeqRange{From: c.first, To: c.last},
-		Meta:  map[string]string{"messages": strconv.FormatInt(c.messages, 10), "rejected": strconv.FormatInt(c.invalid, 10)},
+		Meta: map[string]string{"messages": strconv.FormatInt(c.messages, 10), "rejected": strconv.FormatInt(c.invalid, 10),
+			"expired": strconv.FormatInt(c.expired, 10)},
 		Props: map[string]string{PropCovered: formatTime(c.lastTime)}}
 	// One file per partition, written side by side: the stream is not
 	// being read meanwhile, so the cores are free.
@@ -313,11 +327,11 @@ func (c *compactor) commit(ctx context.Context) error {
 	}
 	// The files' own row counts, read back from what was written, against
 	// what was read: a row lost or doubled between the two fails the run.
-	if rows+c.invalid != c.messages {
+	if rows+c.invalid+c.expired != c.messages {
 		c.a.Metrics.DataQuality.WithLabelValues("compact").Inc()
 		return temporal.NewNonRetryableApplicationError(fmt.Sprintf(
-			"cannot commit sequences %d-%d of stream %s: %d rows written + %d rejected != %d messages read",
-			c.first, c.last, c.st.Name, rows, c.invalid, c.messages), ErrTypeDataQuality, nil)
+			"cannot commit sequences %d-%d of stream %s: %d rows written + %d rejected + %d expired != %d messages read",
+			c.first, c.last, c.st.Name, rows, c.invalid, c.expired, c.messages), ErrTypeDataQuality, nil)
 	}
 	snap, err := c.tbl.Snapshot(ctx)
 	if err != nil {
@@ -345,6 +359,8 @@ func (c *compactor) commit(ctx context.Context) error {
 		c.res.Messages += c.messages
 		c.res.Rows += rows
 		c.res.Rejected += c.invalid
+		c.res.Expired += c.expired
+		c.a.Metrics.Compacted.WithLabelValues(c.st.Name, "expired").Add(float64(c.expired))
 		c.a.Metrics.Compacted.WithLabelValues(c.st.Name, "rows").Add(float64(rows))
 		c.a.Metrics.Compacted.WithLabelValues(c.st.Name, "rejected").Add(float64(c.invalid))
 		for _, p := range commit.Partitions {

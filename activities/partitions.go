@@ -146,6 +146,11 @@ func (a *Activities) readView(ctx context.Context, name string) (*viewState, err
 	if err != nil {
 		return nil, err
 	}
+	// Partitions the view's retention dropped stay dropped, whatever raw
+	// data the stream keeps for them.
+	if from := timeProp(batch, lake.PropRetainedFrom); !from.IsZero() {
+		parts = slices.DeleteFunc(parts, func(p lake.Partition) bool { return !p.End().After(from) })
+	}
 	return &viewState{view: v, raw: raw, batch: batch, covered: timeProp(raw, PropCovered), tideline: timeProp(batch, PropTideline),
 		parts: parts, rawFiles: byPartition(raw), batchFiles: byPartition(batch)}, nil
 }

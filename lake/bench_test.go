@@ -119,7 +119,7 @@ func BenchmarkSnapshotRead10kAnchorCheckpointOnly(b *testing.B) {
 	s := tenThousandCommits(b)
 	t := OpenTable(s, "raw/bench")
 	for b.Loop() {
-		snap, err := t.loadCheckpoint(context.Background())
+		snap, err := t.loadCheckpoint(context.Background(), -1)
 		if err != nil || snap.Version == 0 {
 			b.Fatalf("checkpoint: %v", err)
 		}

@@ -1,6 +1,8 @@
 package lake
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -134,4 +136,19 @@ func Failures(s *Snapshot) []Failure {
 	}
 	slices.SortFunc(out, func(a, b Failure) int { return strings.Compare(a.Partition, b.Partition) })
 	return out
+}
+
+// PropRetainedFrom is a table property: partitions before this instant
+// (RFC 3339) were dropped by retention, and reads of them say so.
+const PropRetainedFrom = "retained_from"
+
+// OptimizedFileKey names the file that replaces a raw partition's files
+// (keys) by one: a retry with the same files writes the same key.
+func OptimizedFileKey(stream string, p Partition, keys []string) string {
+	h := sha256.New()
+	for _, k := range slices.Sorted(slices.Values(keys)) {
+		h.Write([]byte(k))
+		h.Write([]byte{0})
+	}
+	return fmt.Sprintf("%s/%s/opt-%s.parquet", RawTable(stream), p.Path(), hex.EncodeToString(h.Sum(nil)[:10]))
 }

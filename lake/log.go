@@ -251,8 +251,9 @@ type Table struct {
 	checkpointEvery int64
 	writer          string
 
-	mu   sync.Mutex
-	snap *Snapshot // the newest one read, shared read-only
+	mu      sync.Mutex
+	snap    *Snapshot // the newest one read, shared read-only
+	checked time.Time // when the checkpoint pointer was last read
 }
 
 // TableOption configures OpenTable.
@@ -285,11 +286,22 @@ func (t *Table) Snapshot(ctx context.Context) (*Snapshot, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	base := t.snap
-	if base == nil {
-		var err error
-		if base, err = t.loadCheckpoint(ctx); err != nil {
+	// Vacuum deletes commits older than its retention once a checkpoint
+	// covers them: a snapshot held that long must restart from the
+	// checkpoint, or it would take the missing commits for the log's end.
+	if base == nil || time.Since(t.checked) > snapshotRecheck {
+		after := int64(-1)
+		if base != nil {
+			after = base.Version
+		}
+		ck, err := t.loadCheckpoint(ctx, after)
+		if err != nil {
 			return nil, err
 		}
+		if ck != nil {
+			base = ck
+		}
+		t.checked = time.Now()
 	}
 	next, err := t.replay(ctx, base)
 	if err != nil {
@@ -351,10 +363,14 @@ func (t *Table) get(ctx context.Context, key string) ([]byte, error) {
 	return data, nil
 }
 
-// loadCheckpoint returns the newest checkpointed snapshot, or an empty one.
-// A damaged checkpoint is skipped: the log alone is the truth.
-func (t *Table) loadCheckpoint(ctx context.Context) (*Snapshot, error) {
+// loadCheckpoint returns the newest checkpointed snapshot, or an empty one;
+// nil if the checkpoint is at version after or before it. A damaged
+// checkpoint is skipped: the log alone is the truth.
+func (t *Table) loadCheckpoint(ctx context.Context, after int64) (*Snapshot, error) {
 	empty := &Snapshot{Table: t.Name, Files: map[string]File{}}
+	if after >= 0 {
+		empty = nil
+	}
 	ptr, err := t.get(ctx, lastCheckpointKey(t.Name))
 	if errors.Is(err, ErrNotFound) {
 		return empty, nil
@@ -367,12 +383,21 @@ func (t *Table) loadCheckpoint(ctx context.Context) (*Snapshot, error) {
 		slog.Warn("ignoring unreadable checkpoint pointer; replaying the whole log", "key", lastCheckpointKey(t.Name), "err", err)
 		return empty, nil
 	}
+	if v <= after {
+		return nil, nil
+	}
 	data, err := t.get(ctx, checkpointKey(t.Name, v))
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
 	var s Snapshot
 	if err != nil || json.Unmarshal(data, &s) != nil || s.Version != v || s.Table != t.Name {
+		// The whole log is the truth only while it is whole: Vacuum
+		// deletes the commits a checkpoint covers.
+		if _, err := t.store.Stat(ctx, logKey(t.Name, 1)); errors.Is(err, ErrNotFound) {
+			return nil, fmt.Errorf("cannot read table %s: %w: its checkpoint %s is damaged or missing and the log before it was vacuumed; restore the object from a backup",
+				t.Name, ErrCorrupt, checkpointKey(t.Name, v))
+		}
 		slog.Warn("ignoring damaged checkpoint; replaying the whole log", "key", checkpointKey(t.Name, v))
 		return empty, nil
 	}

@@ -24,9 +24,10 @@ var (
 
 // Info describes a stored object.
 type Info struct {
-	Key  string
-	Size int64
-	ETag string
+	Key      string
+	Size     int64
+	ETag     string
+	Modified time.Time // when the object was written (List and Stat)
 }
 
 // Store is a flat namespace of immutable-by-convention objects. Keys are

@@ -114,7 +114,7 @@ func (s *fileStore) stat(key, path string) (Info, error) {
 	}
 	// Objects are written once under a new inode, so size and mtime change
 	// whenever the content does.
-	return Info{Key: key, Size: st.Size(), ETag: fmt.Sprintf("%x-%x", st.ModTime().UnixNano(), st.Size())}, nil
+	return Info{Key: key, Size: st.Size(), ETag: fmt.Sprintf("%x-%x", st.ModTime().UnixNano(), st.Size()), Modified: st.ModTime()}, nil
 }
 
 func (s *fileStore) Get(_ context.Context, key string) (io.ReadCloser, Info, error) {

@@ -190,7 +190,7 @@ func (s *s3Store) Get(ctx context.Context, key string) (io.ReadCloser, Info, err
 			o.Close()
 			return err
 		}
-		obj, info = o, Info{Key: key, Size: st.Size, ETag: st.ETag}
+		obj, info = o, Info{Key: key, Size: st.Size, ETag: st.ETag, Modified: st.LastModified}
 		return nil
 	})
 	if err != nil {
@@ -220,7 +220,7 @@ func (s *s3Store) Stat(ctx context.Context, key string) (Info, error) {
 	var info Info
 	err := s.do(ctx, "stat", key, func(ctx context.Context) error {
 		st, err := s.c.StatObject(ctx, s.bucket, joinKey(s.prefix, key), minio.StatObjectOptions{})
-		info = Info{Key: key, Size: st.Size, ETag: st.ETag}
+		info = Info{Key: key, Size: st.Size, ETag: st.ETag, Modified: st.LastModified}
 		return err
 	})
 	return info, err
@@ -239,7 +239,7 @@ func (s *s3Store) List(ctx context.Context, prefix string) ([]Info, error) {
 			if s.prefix != "" {
 				key = strings.TrimPrefix(key, s.prefix+"/")
 			}
-			out = append(out, Info{Key: key, Size: o.Size, ETag: o.ETag})
+			out = append(out, Info{Key: key, Size: o.Size, ETag: o.ETag, Modified: o.LastModified})
 		}
 		return nil
 	})

@@ -240,7 +240,7 @@ func (p *parser) spec(root *yaml.Node, s *Spec) {
 	}
 }
 
-var streamKeys = []string{"subjects", "id", "event_time", "fields", "partition", "retention", "dedup_window", "out_of_orderness", "idle_timeout", "compact_every", "unknown_fields", "http_ingest"}
+var streamKeys = []string{"subjects", "id", "event_time", "fields", "partition", "retention", "dedup_window", "out_of_orderness", "idle_timeout", "compact_every", "unknown_fields", "http_ingest", "lake_retention"}
 
 func (p *parser) stream(name string, n *yaml.Node) *Stream {
 	before := len(p.errs)
@@ -324,6 +324,8 @@ func (p *parser) stream(name string, n *yaml.Node) *Stream {
 			}
 		case "http_ingest":
 			st.HTTPIngest = p.boolean(v, "http_ingest")
+		case "lake_retention":
+			st.LakeRetention, _ = p.duration(v, "lake_retention", time.Hour)
 		case "unknown_fields":
 			switch v.Value {
 			case "ignore":
@@ -478,7 +480,7 @@ func (p *parser) bound(n *yaml.Node, f *Field) *int64 {
 	return &v
 }
 
-var viewKeys = []string{"stream", "window", "lateness", "filter", "derive", "group_by", "measures"}
+var viewKeys = []string{"stream", "window", "lateness", "filter", "derive", "group_by", "measures", "retention"}
 
 func (p *parser) view(s *Spec, name string, n *yaml.Node) *View {
 	before := len(p.errs)
@@ -505,6 +507,10 @@ func (p *parser) view(s *Spec, name string, n *yaml.Node) *View {
 	}
 	if v.Stream == nil {
 		return nil // every other check needs the stream's fields
+	}
+	v.Retention = v.Stream.LakeRetention
+	if rn := nodes["retention"]; rn != nil {
+		v.Retention, _ = p.duration(rn, "retention", time.Hour)
 	}
 	if v.Size > 0 && v.Hop > 0 && nodes["window"] != nil {
 		part := v.Stream.Partition

@@ -67,7 +67,11 @@ type Stream struct {
 	// (default true); false for a stream tideline writes itself, such as
 	// the scorer's decisions.
 	HTTPIngest bool
-	Views      []*View // the views over this stream, in file order
+	// LakeRetention is how long the lake keeps the stream's raw
+	// partitions, by event time: older ones are dropped, then vacuumed.
+	// 0 keeps them for ever.
+	LakeRetention time.Duration
+	Views         []*View // the views over this stream, in file order
 
 	broken []string // fields with errors, so views do not report them again
 }

@@ -26,6 +26,10 @@ type View struct {
 	// Columns are what expressions of this view can read: contract fields,
 	// then derived fields.
 	Columns []*Column
+	// Retention is how long the lake keeps the view's batch results and
+	// corrections, by window start (default the stream's LakeRetention; 0
+	// keeps them for ever).
+	Retention time.Duration
 }
 
 // MeasureKind is an exact, mergeable aggregate.

@@ -3,8 +3,8 @@ package stream
 import (
 	"fmt"
 	"math"
-	"strings"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
