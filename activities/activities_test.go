@@ -34,9 +34,14 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newFixtureWith(t, stacktest.FastSpec(t))
+}
+
+func newFixtureWith(t *testing.T, sp *spec.Spec) *fixture {
+	t.Helper()
 	ctx := t.Context()
 	_, _, js := stacktest.NATS(t)
-	f := &fixture{t: t, js: js, spec: stacktest.FastSpec(t), now: time.Now()}
+	f := &fixture{t: t, js: js, spec: sp, now: time.Now()}
 	if err := stream.Setup(ctx, js, f.spec, stream.SetupOptions{}); err != nil {
 		t.Fatal(err)
 	}
