@@ -138,3 +138,47 @@ func (t *Table) putCheckpoint(ctx context.Context, s *Snapshot) error {
 	}
 	return nil
 }
+
+// TableStats describes what a table holds in the store.
+type TableStats struct {
+	Table             string `json:"table"`
+	Version           int64  `json:"version"`
+	LiveFiles         int    `json:"live_files"`
+	LiveBytes         int64  `json:"live_bytes"`
+	Unreferenced      int    `json:"unreferenced"` // data objects no live snapshot names
+	UnreferencedBytes int64  `json:"unreferenced_bytes"`
+	LogObjects        int    `json:"log_objects"`
+	Oldest            string `json:"oldest,omitempty"` // partitions with live files
+	Newest            string `json:"newest,omitempty"`
+	RetainedFrom      string `json:"retained_from,omitempty"`
+}
+
+// Stats reads a table's newest snapshot and lists its objects.
+func Stats(ctx context.Context, store Store, table string) (TableStats, error) {
+	st := TableStats{Table: table}
+	snap, err := OpenTable(store, table).Snapshot(ctx)
+	if err != nil {
+		return st, err
+	}
+	st.Version, st.RetainedFrom = snap.Version, snap.Props[PropRetainedFrom]
+	if parts := snap.Partitions(); len(parts) > 0 {
+		st.Oldest, st.Newest = parts[0], parts[len(parts)-1]
+	}
+	objs, err := store.List(ctx, table+"/")
+	if err != nil {
+		return st, err
+	}
+	for _, o := range objs {
+		switch _, live := snap.Files[o.Key]; {
+		case strings.HasPrefix(o.Key, table+"/_log/"):
+			st.LogObjects++
+		case live:
+			st.LiveFiles++
+			st.LiveBytes += o.Size
+		default:
+			st.Unreferenced++
+			st.UnreferencedBytes += o.Size
+		}
+	}
+	return st, nil
+}

@@ -52,6 +52,9 @@ func TestVacuumKeepsWhatReadersCanNeed(t *testing.T) {
 	if res.Files != 0 || res.Kept != 2 || res.Live != 4 {
 		t.Errorf("vacuum inside the retention: %+v, want nothing deleted, 2 kept, 4 live", res)
 	}
+	if st, err := Stats(ctx, store, "views/v"); err != nil || st.Unreferenced != 2 || st.LiveFiles != 4 || st.LogObjects != 8 { // 6 commits, a checkpoint and its pointer
+		t.Errorf("stats inside the retention: %+v, %v", st, err)
+	}
 	if _, _, err := store.Get(ctx, held.Files["views/v/p/0"].Key); err != nil {
 		t.Errorf("a file of a held snapshot is gone: %v", err)
 	}
@@ -70,6 +73,9 @@ func TestVacuumKeepsWhatReadersCanNeed(t *testing.T) {
 		if _, err := store.Stat(ctx, k); !errors.Is(err, ErrNotFound) {
 			t.Errorf("%s outlived the vacuum: %v", k, err)
 		}
+	}
+	if st, err := Stats(ctx, store, "views/v"); err != nil || st.Unreferenced != 0 || st.LiveFiles != 4 {
+		t.Errorf("stats after the vacuum: %+v, %v", st, err)
 	}
 	if _, err := store.Stat(ctx, logKey("views/v", 1)); !errors.Is(err, ErrNotFound) {
 		t.Errorf("commit 1 outlived the truncation: %v", err)

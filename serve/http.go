@@ -163,8 +163,17 @@ func (s *Server) serveView(w http.ResponseWriter, r *http.Request) {
 		eq[i], want[i] = val, true
 	}
 	s.mu.RLock()
-	batch, speed, tideline, stale := vs.batchIdx, vs.speedIdx, vs.tideline, vs.stale
+	batch, speed, tideline, stale, kept := vs.batchIdx, vs.speedIdx, vs.tideline, vs.stale, vs.retainedFrom
 	s.mu.RUnlock()
+	// A range the view's retention dropped is not empty: it is gone.
+	if !kept.IsZero() {
+		w.Header().Set("Tideline-Retained-From", kept.UTC().Format(time.RFC3339))
+		if (!from.IsZero() && from.Before(kept)) || (!to.IsZero() && !to.After(kept)) {
+			writeError(w, http.StatusGone, fmt.Sprintf("view %s keeps windows from %s on (its retention is %s); earlier ones were dropped: ask from %s",
+				name, kept.UTC().Format(time.RFC3339), v.Retention, kept.UTC().Format(time.RFC3339)))
+			return
+		}
+	}
 	var rows [][]any
 	var nbatch int // rows[:nbatch] are batch, the rest speed
 	if batch != nil {
@@ -293,7 +302,22 @@ func (s *Server) serveQuery(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
+	s.retentionNotice(w, in.SQL)
 	s.streamQuery(r.Context(), w, in.SQL)
+}
+
+// retentionNotice says, in a Tideline-Retained-From header per view the
+// query names, where the view's retention starts it: SQL over the dropped
+// range finds no rows, and this says why.
+func (s *Server) retentionNotice(w http.ResponseWriter, sql string) {
+	lower := strings.ToLower(sql)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for name, vs := range s.views {
+		if !vs.retainedFrom.IsZero() && strings.Contains(lower, strings.ToLower(name)) {
+			w.Header().Add("Tideline-Retained-From", name+"="+vs.retainedFrom.UTC().Format(time.RFC3339))
+		}
+	}
 }
 
 // ViewStatus is one view's line of GET /v1/status.
@@ -313,6 +337,9 @@ type ViewStatus struct {
 	// corrections.
 	CorrectionsStaged int   `json:"corrections_staged"`
 	BatchVersion      int64 `json:"batch_version"`
+	// RetainedFrom is where the view's retention starts it: windows before
+	// were dropped, and a read of them answers 410.
+	RetainedFrom *time.Time `json:"retained_from,omitempty"`
 	// Failures are partitions whose recompute failed in a way no retry
 	// fixes (a query DuckDB refuses, a count check, a corrupt file): they
 	// hold the tideline until the cause is fixed and a recompute succeeds.
@@ -338,6 +365,10 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
 		st.Covered, _ = time.Parse(time.RFC3339Nano, raw.Props["covered"])
 		s.mu.RLock()
 		st.Tideline, st.BatchVersion, st.CorrectionsStaged, st.Failures = vs.tideline, vs.version, vs.staged, vs.failures
+		if !vs.retainedFrom.IsZero() {
+			kept := vs.retainedFrom
+			st.RetainedFrom = &kept
+		}
 		if vs.stale > 0 {
 			st.Stale = vs.stale.Round(time.Second).String()
 		}

@@ -170,8 +170,11 @@ type view struct {
 	files    map[string]lake.File // its live files: what the batch table holds
 	staged   int                  // correction files it names, not yet recorded
 	failures []lake.Failure       // partitions whose recompute cannot succeed as things are
-	stale    time.Duration
-	loaded   chan struct{} // closed once the speed windows in KV are all read
+	// retainedFrom is where the view's retention starts it: windows
+	// before were dropped (zero when none were).
+	retainedFrom time.Time
+	stale        time.Duration
+	loaded       chan struct{} // closed once the speed windows in KV are all read
 	// The snapshot in memory, for GET /v1/views; batchIdx is nil when the
 	// batch results are too large and reads run SQL.
 	batchIdx, speedIdx *rowIndex
@@ -509,6 +512,7 @@ func (s *Server) Refresh(ctx context.Context) error {
 		vs.version, vs.files, vs.stale = sw.snap.Version, sw.snap.Files, sw.stale
 		vs.staged = lake.StagedCorrections(sw.snap)
 		vs.failures = lake.Failures(sw.snap)
+		vs.retainedFrom, _ = time.Parse(time.RFC3339Nano, sw.snap.Props[lake.PropRetainedFrom])
 		s.metrics.tideline.WithLabelValues(vs.spec.Name).Set(float64(sw.tideline.Unix()))
 	}
 	s.ready = true

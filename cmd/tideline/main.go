@@ -38,7 +38,7 @@ func newRoot() *cobra.Command {
 		slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})))
 		return nil
 	}
-	root.AddCommand(specCmd(), devCmd(), streamCmd(), genCmd(), workerCmd(), compactCmd(), backfillCmd(), serveCmd(), scoreCmd(), queryCmd(), healthcheckCmd())
+	root.AddCommand(specCmd(), devCmd(), streamCmd(), genCmd(), workerCmd(), compactCmd(), backfillCmd(), serveCmd(), scoreCmd(), queryCmd(), lakeCmd(), healthcheckCmd())
 	return root
 }
 
