@@ -29,6 +29,10 @@
 //   - Catalog defines a DuckDB view per table over the cached files of a
 //     snapshot and swaps it in one statement.
 //
-// Not done here: removed files are not deleted from the store (a vacuum with
-// a retention period belongs to the batch layer's maintenance).
+//   - Contracts change (evolve.go): every raw commit names the contract it
+//     was written with, the raw table keeps each as a property, SelectFiles
+//     reads files of any compatible contract in the spec's columns, and
+//     CheckContract refuses a breaking change naming the field.
+//   - Table.Vacuum deletes what no snapshot inside a retention references and
+//     truncates the log behind a checkpoint; Stats describes a table.
 package lake
