@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"tideline/internal/oracle"
+	"tideline/lake"
 	"tideline/spec"
 )
 
@@ -31,6 +33,73 @@ func TestServe(t *testing.T) {
 	t.Run("QueriesAreBoundedInNumber", func(t *testing.T) { queriesAreBoundedInNumber(t, f) })
 	t.Run("SlowQueriesDoNotStallReaders", func(t *testing.T) { slowQueriesDoNotStallReaders(t, f) })
 	t.Run("StaleSpeedLayerFallsBackToBatch", func(t *testing.T) { staleSpeedLayerFallsBackToBatch(t, f) })
+	t.Run("ExpiredRangeSaysSo", func(t *testing.T) { expiredRangeSaysSo(t, f) })
+}
+
+// expiredRangeSaysSo drops a view's first partition as Retention does:
+// a read of windows before where the view now starts answers 410 naming
+// it, a read after it answers, SQL naming the view says where it starts,
+// and /v1/status shows it.
+func expiredRangeSaysSo(t *testing.T, f *fixture) {
+	ctx := t.Context()
+	tbl := lake.OpenTable(f.store, lake.ViewTable("merchant_minute"))
+	snap, err := tbl.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := snap.Partitions()
+	if len(parts) < 2 {
+		t.Fatalf("the fixture's view has %d partitions", len(parts))
+	}
+	first, err := lake.ParsePartition(parts[0], f.spec.Stream("payments").Partition)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := first.End()
+	commit := lake.Commit{Op: "retention", Partitions: parts[:1], Props: map[string]string{lake.PropRetainedFrom: kept.Format(time.RFC3339Nano)}}
+	for _, file := range snap.In(parts[0]) {
+		commit.Remove = append(commit.Remove, file.Key)
+	}
+	if _, err := tbl.Commit(ctx, commit); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.srv.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	get := func(path string) (int, http.Header, string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, "GET", f.http.URL+path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header, string(body)
+	}
+	at := func(tm time.Time) string { return url.QueryEscape(tm.UTC().Format(time.RFC3339)) }
+	code, _, body := get("/v1/views/merchant_minute?from=" + at(first.Start))
+	if code != http.StatusGone || !strings.Contains(body, kept.UTC().Format(time.RFC3339)) {
+		t.Errorf("a read of the dropped range: %d %s, want 410 naming %s", code, body, kept)
+	}
+	if code, h, _ := get("/v1/views/merchant_minute?from=" + at(kept)); code != http.StatusOK || h.Get("Tideline-Retained-From") == "" {
+		t.Errorf("a read of the kept range: %d, header %q", code, h.Get("Tideline-Retained-From"))
+	}
+	req, _ := http.NewRequestWithContext(ctx, "POST", f.http.URL+"/v1/query", strings.NewReader(`{"sql": "SELECT count(*) FROM merchant_minute"}`))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("Tideline-Retained-From"); got != "merchant_minute="+kept.UTC().Format(time.RFC3339) {
+		t.Errorf("SQL over the view: Tideline-Retained-From %q", got)
+	}
+	var status struct {
+		Views map[string]ViewStatus `json:"views"`
+	}
+	if code := f.do("GET", "/v1/status", "", nil, &status); code != http.StatusOK || status.Views["merchant_minute"].RetainedFrom == nil {
+		t.Errorf("/v1/status: %d, %+v", code, status.Views["merchant_minute"])
+	}
 }
 
 // peakRSS is the process's largest resident set so far (VmHWM).

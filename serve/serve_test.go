@@ -42,6 +42,7 @@ type fixture struct {
 	http   *httptest.Server
 	oracle *sql.DB
 	js     jetstream.JetStream
+	store  lake.Store
 	// stopSpeed stops the speed layer.
 	stopSpeed func()
 }
@@ -123,6 +124,7 @@ func newFixture(t testing.TB) *fixture {
 	// Batch after: the tideline waits for the speed layer to close a
 	// partition's windows before passing it.
 	f.batch(store, js)
+	f.store = store
 	f.srv, err = Open(ctx, Config{Spec: f.spec, Store: store, NC: nc, JS: js, CacheDir: t.TempDir(),
 		QueryTimeout: time.Second, MaxRows: 1_000_000, StaleAfter: 2 * time.Second, Log: quiet})
 	if err != nil {
