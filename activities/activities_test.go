@@ -24,7 +24,7 @@ import (
 // fixture is the activities on an embedded NATS and a local-directory
 // lake, with a clock the test moves forward.
 type fixture struct {
-	t    *testing.T
+	t    testing.TB
 	acts *Activities
 	env  *testsuite.TestActivityEnvironment
 	js   jetstream.JetStream
@@ -37,7 +37,7 @@ func newFixture(t *testing.T) *fixture {
 	return newFixtureWith(t, stacktest.FastSpec(t))
 }
 
-func newFixtureWith(t *testing.T, sp *spec.Spec) *fixture {
+func newFixtureWith(t testing.TB, sp *spec.Spec) *fixture {
 	t.Helper()
 	ctx := t.Context()
 	_, _, js := stacktest.NATS(t)

@@ -252,7 +252,7 @@ func (c *compactor) run(ctx context.Context, from, to uint64) error {
 				r = lake.NewRows(schema, 1024)
 				c.rows[p] = r
 			}
-			r.Append(append(ev.Values, spec.Value{Int: int64(seq)}, spec.Value{Int: meta.Timestamp.UnixMicro()})...)
+			r.AppendWith(ev.Values, spec.Value{Int: int64(seq)}, spec.Value{Int: meta.Timestamp.UnixMicro()})
 		}
 		if c.messages%10_000 == 0 {
 			activity.RecordHeartbeat(ctx, compactProgress{Result: *c.res})

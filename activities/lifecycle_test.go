@@ -150,6 +150,33 @@ func (f *fixture) checkViews(db *sql.DB, from time.Time) {
 // checkpointed and truncated, every view equal to the oracle on the range
 // kept, and the range dropped stays dropped.
 func TestLakeLifecycleMonth(t *testing.T) {
+	m := runMonth(t)
+	t.Logf("the lake: %d objects, %d bytes before; %d objects, %d bytes after", m.objectsBefore, m.bytesBefore, m.objectsAfter, m.bytesAfter)
+}
+
+// BenchmarkLakeMonth is TestLakeLifecycleMonth's month, measured: the
+// objects and bytes in the lake before and after Retention, Optimize and
+// Vacuum, and how long the three took.
+func BenchmarkLakeMonth(b *testing.B) {
+	var m monthFigures
+	for b.Loop() {
+		m = runMonth(b)
+	}
+	b.ReportMetric(float64(m.objectsBefore), "objects-before")
+	b.ReportMetric(float64(m.objectsAfter), "objects-after")
+	b.ReportMetric(float64(m.bytesBefore)/1e6, "MB-before")
+	b.ReportMetric(float64(m.bytesAfter)/1e6, "MB-after")
+	b.ReportMetric(m.lifecycle.Seconds(), "lifecycle-s")
+}
+
+type monthFigures struct {
+	objectsBefore, objectsAfter int
+	bytesBefore, bytesAfter     int64
+	lifecycle                   time.Duration // Retention, Optimize and Vacuum
+}
+
+func runMonth(t testing.TB) monthFigures {
+	var fig monthFigures
 	sp, err := spec.Parse("month.yaml", []byte(monthSpec))
 	if err != nil {
 		t.Fatal(err)
@@ -187,12 +214,13 @@ func TestLakeLifecycleMonth(t *testing.T) {
 	f.checkViews(db, time.Time{})
 	raw := f.raw()
 	objects, bytes := f.lakeObjects()
-	t.Logf("before: %d raw files in %d partitions; %d objects, %d bytes in the lake", len(raw.Files), len(raw.Partitions()), objects, bytes)
+	fig.objectsBefore, fig.bytesBefore = objects, bytes
 	if len(raw.Files) < 2*len(raw.Partitions()) {
 		t.Fatalf("the rounds made %d raw files for %d partitions; the test needs several per partition", len(raw.Files), len(raw.Partitions()))
 	}
 
 	// Retention: raw keeps 20 days, merchant_hour 10.
+	began := time.Now()
 	ret, err := run[RetentionResult](f, f.acts.Retention, StreamInput{Stream: "payments"})
 	if err != nil {
 		t.Fatal(err)
@@ -219,6 +247,7 @@ func TestLakeLifecycleMonth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	fig.lifecycle += time.Since(began)
 	raw = f.raw()
 	if len(raw.Files) != len(raw.Partitions()) || len(opt.Partitions) != len(raw.Partitions()) {
 		t.Errorf("after Optimize: %d raw files in %d partitions, %d rewritten", len(raw.Files), len(raw.Partitions()), len(opt.Partitions))
@@ -231,12 +260,13 @@ func TestLakeLifecycleMonth(t *testing.T) {
 
 	// Vacuum, once the removed files are older than its retention.
 	f.now = time.Now().Add(2 * time.Hour)
-	vac, err := run[VacuumResult](f, f.acts.Vacuum, VacuumInput{Stream: "payments", Retention: time.Hour})
-	if err != nil {
+	began = time.Now()
+	if _, err := run[VacuumResult](f, f.acts.Vacuum, VacuumInput{Stream: "payments", Retention: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
+	fig.lifecycle += time.Since(began)
 	after, afterBytes := f.lakeObjects()
-	t.Logf("after Retention, Optimize and Vacuum: %d objects, %d bytes in the lake (%+v)", after, afterBytes, vac.Tables)
+	fig.objectsAfter, fig.bytesAfter = after, afterBytes
 	for _, name := range []string{lake.RawTable("payments"), lake.ViewTable("merchant_10m"), lake.ViewTable("merchant_hour"), lake.CorrectionsTable("merchant_10m")} {
 		tbl := lake.OpenTable(f.acts.Store, name)
 		snap, err := tbl.Snapshot(ctx)
@@ -279,6 +309,7 @@ func TestLakeLifecycleMonth(t *testing.T) {
 	if p, err := run[PendingResult](f, f.acts.Pending, ViewInput{View: "merchant_hour"}); err != nil || len(p.Stale) != 0 {
 		t.Errorf("merchant_hour has stale partitions after retention: %+v (%v)", p, err)
 	}
+	return fig
 }
 
 func logVersionOf(key string) (int64, bool) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -24,34 +25,58 @@ import (
 var ErrCorrupt = errors.New("corrupt object")
 
 // DefaultRowGroupRows is the row group size: within the 100k to 1M rows
-// DuckDB parallelises well over.
-const DefaultRowGroupRows = 512 * 1024
+// DuckDB parallelises well over, and small enough that the writer builds
+// one while it encodes the one before.
+const DefaultRowGroupRows = 128 * 1024
 
-// Rows is a batch of rows of one schema, held row-major in one slab.
+// Rows is a batch of rows of one schema, held row-major in blocks of
+// rowsPerBlock rows: appending never copies the rows already there.
 type Rows struct {
 	Schema *arrow.Schema
 	ncol   int
-	vals   []spec.Value
+	n      int
+	blocks [][]spec.Value
 }
+
+const rowsPerBlock = 4096
 
 // NewRows returns an empty batch for schema with room for n rows.
 func NewRows(schema *arrow.Schema, n int) *Rows {
-	return &Rows{Schema: schema, ncol: schema.NumFields(), vals: make([]spec.Value, 0, n*schema.NumFields())}
+	r := &Rows{Schema: schema, ncol: schema.NumFields()}
+	r.blocks = [][]spec.Value{make([]spec.Value, 0, min(max(n, 1), rowsPerBlock)*r.ncol)}
+	return r
 }
 
 // Append adds a row; it must have one value per schema field.
-func (r *Rows) Append(row ...spec.Value) {
-	if len(row) != r.ncol {
-		panic(fmt.Sprintf("lake: row has %d values, schema has %d fields", len(row), r.ncol))
+func (r *Rows) Append(row ...spec.Value) { r.AppendWith(row) }
+
+// AppendWith adds a row made of row then extra, which must have one value
+// per schema field in all.
+func (r *Rows) AppendWith(row []spec.Value, extra ...spec.Value) {
+	if len(row)+len(extra) != r.ncol {
+		panic(fmt.Sprintf("lake: row has %d values, schema has %d fields", len(row)+len(extra), r.ncol))
 	}
-	r.vals = append(r.vals, row...)
+	last := &r.blocks[len(r.blocks)-1]
+	if len(*last) == rowsPerBlock*r.ncol {
+		r.blocks = append(r.blocks, make([]spec.Value, 0, rowsPerBlock*r.ncol))
+		last = &r.blocks[len(r.blocks)-1]
+	} else if len(*last)+r.ncol > cap(*last) {
+		grown := make([]spec.Value, len(*last), min(2*cap(*last)+r.ncol, rowsPerBlock*r.ncol))
+		copy(grown, *last)
+		*last = grown
+	}
+	*last = append(append(*last, row...), extra...)
+	r.n++
 }
 
 // Len is the number of rows.
-func (r *Rows) Len() int { return len(r.vals) / max(r.ncol, 1) }
+func (r *Rows) Len() int { return r.n }
 
 // Row returns row i; it aliases the batch.
-func (r *Rows) Row(i int) []spec.Value { return r.vals[i*r.ncol : (i+1)*r.ncol] }
+func (r *Rows) Row(i int) []spec.Value {
+	b, at := i/rowsPerBlock, (i%rowsPerBlock)*r.ncol
+	return r.blocks[b][at : at+r.ncol]
+}
 
 // FileMeta describes a written file.
 type FileMeta struct {
@@ -112,7 +137,7 @@ func writeParquet(w io.Writer, rows *Rows, o WriteOptions) (FileMeta, error) {
 		col := idx[0]
 		keys := make([]sortKey, n)
 		for i := range keys {
-			keys[i] = sortKey{t: rows.vals[i*rows.ncol+col].Int, i: int32(i)}
+			keys[i] = sortKey{t: rows.Row(i)[col].Int, i: int32(i)}
 		}
 		slices.SortFunc(keys, func(a, b sortKey) int {
 			if a.t != b.t {
@@ -137,28 +162,71 @@ func writeParquet(w io.Writer, rows *Rows, o WriteOptions) (FileMeta, error) {
 		parquet.WithMaxRowGroupLength(int64(groupRows)),
 		parquet.WithCreatedBy("tideline"),
 	}
-	for _, c := range o.Unique {
-		popts = append(popts, parquet.WithDictionaryFor(c, false))
+	// Dictionary encoding for the strings that repeat (built here, below)
+	// only: numbers and times, mostly distinct, would be hashed for
+	// nothing.
+	schema, dict := dictionarySchema(rows.Schema, o.Unique)
+	for c, f := range schema.Fields() {
+		if !dict[c] {
+			popts = append(popts, parquet.WithDictionaryFor(f.Name, false))
+		}
 	}
 	props := parquet.NewWriterProperties(popts...)
-	fw, err := pqarrow.NewFileWriter(rows.Schema, w, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
+	// Strings that repeat go in as Arrow dictionaries built here, with a Go
+	// map: the Parquet writer then writes their indices as they are,
+	// instead of hashing every value into its own dictionary (which
+	// allocated once per value and was most of the write's time).
+	fw, err := pqarrow.NewFileWriter(schema, w, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
 	if err != nil {
 		return FileMeta{}, fmt.Errorf("cannot start Parquet writer: %w", err)
 	}
-	b := array.NewRecordBuilder(memory.DefaultAllocator, rows.Schema)
-	defer b.Release()
+	// Row groups are built side by side, up to one per core ahead, while
+	// this goroutine encodes and compresses them in order.
+	var starts []int
 	for start := 0; start < n || (n == 0 && start == 0); start += groupRows {
-		end := min(start+groupRows, n)
-		appendRows(b, rows, order[start:end])
-		rec := b.NewRecordBatch()
+		starts = append(starts, start)
+		if n == 0 {
+			break
+		}
+	}
+	built := make([]chan arrow.RecordBatch, len(starts))
+	for i := range built {
+		built[i] = make(chan arrow.RecordBatch, 1)
+	}
+	ahead := make(chan struct{}, runtime.GOMAXPROCS(0))
+	stop := make(chan struct{})
+	go func() {
+		for i, start := range starts {
+			select {
+			case ahead <- struct{}{}:
+			case <-stop:
+				return
+			}
+			go func() {
+				built[i] <- buildRecord(schema, dict, rows, order[start:min(start+groupRows, n)])
+			}()
+		}
+	}()
+	written := 0
+	defer func() {
+		close(stop)
+		for _, ch := range built[written:] {
+			select { // release what was built and not written
+			case rec := <-ch:
+				rec.Release()
+			default:
+			}
+		}
+	}()
+	for _, ch := range built {
+		rec := <-ch
+		<-ahead
+		written++
 		err := fw.Write(rec) // one row group per call
 		rec.Release()
 		if err != nil {
 			fw.Close()
 			return FileMeta{}, fmt.Errorf("cannot write Parquet row group: %w", err)
-		}
-		if n == 0 {
-			break
 		}
 	}
 	if err := fw.Close(); err != nil {
@@ -172,18 +240,66 @@ type sortKey struct {
 	i int32
 }
 
-// appendRows appends the rows in order to the record builder's columns,
-// row by row, so each row is read from the slab once.
-func appendRows(b *array.RecordBuilder, rows *Rows, order []int32) {
+var stringDictionary = &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int32, ValueType: arrow.BinaryTypes.String}
+
+// dictionarySchema is schema with its string columns, but those named in
+// unique, as dictionaries; dict says which columns those are. Readers see
+// strings either way: Parquet stores a dictionary-encoded string column.
+func dictionarySchema(schema *arrow.Schema, unique []string) (*arrow.Schema, []bool) {
+	fields := slices.Clone(schema.Fields())
+	dict := make([]bool, len(fields))
+	for i, f := range fields {
+		if f.Type.ID() == arrow.STRING && !slices.Contains(unique, f.Name) {
+			fields[i].Type, dict[i] = stringDictionary, true
+		}
+	}
+	md := schema.Metadata()
+	return arrow.NewSchema(fields, &md), dict
+}
+
+// dictColumn builds one dictionary-encoded string column.
+type dictColumn struct {
+	index   map[string]int32
+	indices *array.Int32Builder
+	values  *array.StringBuilder
+}
+
+func (d *dictColumn) append(v *spec.Value) {
+	if v.Null {
+		d.indices.AppendNull()
+		return
+	}
+	i, ok := d.index[v.Str]
+	if !ok {
+		i = int32(len(d.index))
+		d.index[v.Str] = i
+		d.values.Append(v.Str)
+	}
+	d.indices.UnsafeAppend(i)
+}
+
+// buildRecord builds one record batch of the rows in order, row by row, so
+// each row is read from the slab once.
+func buildRecord(schema *arrow.Schema, dict []bool, rows *Rows, order []int32) arrow.RecordBatch {
 	ncol := rows.ncol
+	mem := memory.DefaultAllocator
+	builders := make([]array.Builder, ncol)
+	dicts := make([]*dictColumn, ncol)
 	strs := make([]*array.StringBuilder, ncol)
 	ints := make([]*array.Int64Builder, ncol)
 	bools := make([]*array.BooleanBuilder, ncol)
 	tss := make([]*array.TimestampBuilder, ncol)
-	for c := range ncol {
-		fb := b.Field(c)
-		fb.Reserve(len(order))
-		switch x := fb.(type) {
+	for c, f := range schema.Fields() {
+		if dict[c] {
+			d := &dictColumn{index: map[string]int32{}, indices: array.NewInt32Builder(mem), values: array.NewStringBuilder(mem)}
+			d.indices.Reserve(len(order))
+			dicts[c] = d
+			continue
+		}
+		b := array.NewBuilder(mem, f.Type)
+		b.Reserve(len(order))
+		builders[c] = b
+		switch x := b.(type) {
 		case *array.StringBuilder:
 			strs[c] = x
 		case *array.Int64Builder:
@@ -193,16 +309,27 @@ func appendRows(b *array.RecordBuilder, rows *Rows, order []int32) {
 		case *array.TimestampBuilder:
 			tss[c] = x
 		default:
-			panic(fmt.Sprintf("lake: unsupported column builder %T", fb))
+			panic(fmt.Sprintf("lake: unsupported column builder %T", b))
+		}
+	}
+	if len(order) > 0 {
+		// Unique strings: room for their bytes at once, from a sample.
+		first := rows.Row(int(order[0]))
+		for c := range ncol {
+			if strs[c] != nil {
+				strs[c].ReserveData(len(order) * (len(first[c].Str) + 4))
+			}
 		}
 	}
 	for _, i := range order {
-		row := rows.vals[int(i)*ncol : int(i)*ncol+ncol]
+		row := rows.Row(int(i))
 		for c := range row {
 			v := &row[c]
 			switch {
+			case dicts[c] != nil:
+				dicts[c].append(v)
 			case v.Null:
-				b.Field(c).AppendNull()
+				builders[c].AppendNull()
 			case strs[c] != nil:
 				strs[c].Append(v.Str)
 			case ints[c] != nil:
@@ -214,6 +341,25 @@ func appendRows(b *array.RecordBuilder, rows *Rows, order []int32) {
 			}
 		}
 	}
+	cols := make([]arrow.Array, ncol)
+	for c := range ncol {
+		if d := dicts[c]; d != nil {
+			idx, vals := d.indices.NewArray(), d.values.NewArray()
+			cols[c] = array.NewDictionaryArray(stringDictionary, idx, vals)
+			idx.Release()
+			vals.Release()
+			d.indices.Release()
+			d.values.Release()
+			continue
+		}
+		cols[c] = builders[c].NewArray()
+		builders[c].Release()
+	}
+	rec := array.NewRecordBatch(schema, cols, int64(len(order)))
+	for _, col := range cols {
+		col.Release()
+	}
+	return rec
 }
 
 // CheckParquet opens a Parquet file's footer and returns its row count. A
