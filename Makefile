@@ -52,7 +52,7 @@ compose-test: tools ## docker compose up for real on a Docker engine (installed 
 	COMPOSE_VERSION=$(COMPOSE_VERSION) NATS_STANDIN_VERSION=$(NATS_STANDIN_VERSION) \
 	TEMPORAL_CLI_VERSION=$(TEMPORAL_CLI_VERSION) MINIO_VERSION=$(MINIO_VERSION) scripts/compose-test.sh
 
-faults: tools ## the fault suite once: kill -9 of stream, worker and serve, MinIO down, NATS and Temporal restarts, a backfill twice at once
+faults: tools ## the fault suite once: kill -9 of stream, worker and serve, MinIO down, NATS and Temporal restarts, a backfill twice at once, the worker killed during Maintain
 	$(GO) test -count=1 -v -timeout 20m -run TestFaults ./test
 
 bench: tools ## run the benchmarks

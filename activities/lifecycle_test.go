@@ -320,3 +320,11 @@ func logVersionOf(key string) (int64, bool) {
 	}
 	return v, true
 }
+
+func sqlList(paths []string) string {
+	q := make([]string, len(paths))
+	for i, p := range paths {
+		q[i] = spec.QuoteString(p)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}

@@ -102,8 +102,14 @@ func (a *Activities) readBatch(ctx context.Context, v *spec.View, files []lake.F
 		return nil, err
 	}
 	defer a.Cache.Unpin(paths)
-	q := fmt.Sprintf("SELECT * FROM read_parquet(%s) WHERE window_start >= make_timestamptz(%d) AND window_start < make_timestamptz(%d)",
-		sqlList(paths), lo.UnixMicro(), hi.UnixMicro())
+	// In the view's columns as the spec has them now: a file computed
+	// before the view changed reads with nulls for what it lacks.
+	sel, err := lake.SelectFiles(ctx, a.DB, lake.ViewSchema(v), paths)
+	if err != nil {
+		return nil, fromQuery(fmt.Errorf("cannot read batch files of view %s: %w", v.Name, err))
+	}
+	q := fmt.Sprintf("SELECT * FROM (%s) WHERE window_start >= make_timestamptz(%d) AND window_start < make_timestamptz(%d)",
+		sel, lo.UnixMicro(), hi.UnixMicro())
 	rows, err := a.DB.QueryContext(ctx, q)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read batch files of view %s: %w", v.Name, err)
@@ -351,12 +357,4 @@ func (a *Activities) fetch(ctx context.Context, files []lake.File) ([]string, er
 		paths[i] = p
 	}
 	return paths, nil
-}
-
-func sqlList(paths []string) string {
-	q := make([]string, len(paths))
-	for i, p := range paths {
-		q[i] = spec.QuoteString(p)
-	}
-	return "[" + strings.Join(q, ", ") + "]"
 }

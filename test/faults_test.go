@@ -213,6 +213,33 @@ func (s *stack) twoBackfills(round int) {
 	}
 }
 
+// maintainKilled starts the lake's maintenance (Retention, Optimize,
+// Vacuum) and kills the worker while it runs: the run must finish on the
+// restarted worker, and the checks after the rounds hold what it rewrote to
+// the oracle.
+func (s *stack) maintainKilled(round int) {
+	s.t.Log("fault: kill -9 the worker during Maintain")
+	// A compaction first, so partitions of the rounds before are sealed
+	// with several raw files each: Optimize has work.
+	if err := s.compact(); err != nil {
+		s.failWithLogs("compaction before Maintain: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(s.t.Context(), 5*time.Minute)
+	defer cancel()
+	run, err := s.tc.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: fmt.Sprintf("faults-maintain-%d", round), TaskQueue: workflows.TaskQueue},
+		workflows.Maintain, workflows.MaintainInput{Stream: "payments"})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	s.kill9("worker")
+	var res workflows.MaintainResult
+	if err := run.Get(ctx, &res); err != nil {
+		s.failWithLogs("maintain after a killed worker: %v", err)
+	}
+	s.t.Logf("maintain: optimized %d partitions from %d files, vacuumed %d tables", len(res.Optimize.Partitions), res.Optimize.FilesIn, len(res.Vacuum.Tables))
+}
+
 // generate publishes n events at 1,000/s with the whole mix, and keeps the
 // --out file. It may run beside a fault, so it reports instead of failing.
 func (s *stack) generate(round, n int) error {
@@ -361,6 +388,7 @@ func TestFaults(t *testing.T) {
 		{true, func(int) { s.restartNATS() }},
 		{false, func(int) { s.restartTemporal() }},
 		{false, s.twoBackfills},
+		{false, s.maintainKilled},
 	}
 	r := rand.New(rand.NewPCG(7, 7))
 	begin := time.Now()
