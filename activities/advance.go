@@ -26,8 +26,9 @@ type AdvanceResult struct {
 // sealed and whose batch result is current, stopping at the first that is
 // not. For each window it passes that the speed layer served with another
 // value, it records a correction; windows from before the speed layer held
-// the view (a view newer than them) are history, not corrections. The move is compare-and-swap on the view
-// table, so of two racing advances one lands and the other retries.
+// the view (a view newer than them) are history, not corrections. The move
+// is compare-and-swap on the view table, so of two racing advances one
+// lands and the other retries.
 func (a *Activities) Advance(ctx context.Context, in ViewInput) (AdvanceResult, error) {
 	defer a.observe("advance", time.Now())
 	s, err := a.readView(ctx, in.View)

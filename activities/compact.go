@@ -131,6 +131,11 @@ func (a *Activities) Compact(ctx context.Context, in CompactInput) (CompactResul
 	if err != nil {
 		return CompactResult{}, fromLake(err)
 	}
+	// Refused before reading anything: the lake holds rows this contract
+	// cannot read (commit checks again, against a racing writer).
+	if err := lake.CheckContract(snap, st.Name, st.Contract); err != nil {
+		return CompactResult{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeSpec, err)
+	}
 	from := max(in.From, snap.HighSeq+1)
 	log := a.Log.With("stream", st.Name)
 	if from <= in.To {
