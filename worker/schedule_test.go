@@ -12,9 +12,9 @@ import (
 	"tideline/internal/stacktest"
 )
 
-// TestSchedulesAreIdempotentAndFollowTheSpec creates the compaction
-// schedules on the real dev server twice, then again after compact_every
-// changes: one schedule per stream, with the spec's interval.
+// TestSchedulesAreIdempotentAndFollowTheSpec creates the compaction and
+// maintenance schedules on the real dev server twice, then again after
+// compact_every changes: one of each per stream, with the spec's interval.
 func TestSchedulesAreIdempotentAndFollowTheSpec(t *testing.T) {
 	stack := devstack.StartForTest(t, devstack.Parts{Temporal: true})
 	ctx := t.Context()
@@ -43,6 +43,9 @@ func TestSchedulesAreIdempotentAndFollowTheSpec(t *testing.T) {
 		if got := every(ScheduleID(st.Name)); got != st.CompactEvery {
 			t.Errorf("schedule of %s runs every %s, the spec says %s", st.Name, got, st.CompactEvery)
 		}
+		if got := every(MaintainScheduleID(st.Name)); got != MaintainEvery {
+			t.Errorf("maintenance of %s runs every %s, want %s", st.Name, got, MaintainEvery)
+		}
 	}
 	it, err := tc.ScheduleClient().List(ctx, client.ScheduleListOptions{})
 	if err != nil {
@@ -55,8 +58,8 @@ func TestSchedulesAreIdempotentAndFollowTheSpec(t *testing.T) {
 		}
 		n++
 	}
-	if n != len(s.Streams) {
-		t.Errorf("%d schedules after creating them twice, want one per stream (%d)", n, len(s.Streams))
+	if n != 2*len(s.Streams) {
+		t.Errorf("%d schedules after creating them twice, want two per stream (%d)", n, 2*len(s.Streams))
 	}
 	s.Streams[0].CompactEvery = 7 * time.Minute
 	if err := EnsureSchedules(ctx, tc, s, slog.New(slog.DiscardHandler)); err != nil {
