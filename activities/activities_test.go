@@ -310,8 +310,8 @@ func TestOnlyALandedMoveCorrects(t *testing.T) {
 			keys = append(keys, f.Key)
 		}
 		_, err = f.acts.commitWithCorrections(ctx, v, lake.Commit{Op: "advance",
-			Props:   map[string]string{PropTideline: formatTime(p.End())},
-			IfProps: map[string]string{PropTideline: s.batch.Props[PropTideline]},
+			Props:   map[string]string{lake.PropTideline: formatTime(p.End())},
+			IfProps: map[string]string{lake.PropTideline: s.batch.Props[lake.PropTideline]},
 			IfFiles: map[string][]string{path: keys}}, KindSpeed, map[string]*lake.Rows{path: rows})
 		return err
 	}

@@ -157,8 +157,8 @@ func (a *Activities) Advance(ctx context.Context, in ViewInput) (AdvanceResult, 
 		}
 	}
 	snap, err := a.commitWithCorrections(ctx, v, lake.Commit{Op: "advance",
-		Props:   map[string]string{PropTideline: formatTime(t)},
-		IfProps: map[string]string{PropTideline: s.batch.Props[PropTideline]},
+		Props:   map[string]string{lake.PropTideline: formatTime(t)},
+		IfProps: map[string]string{lake.PropTideline: s.batch.Props[lake.PropTideline]},
 		IfFiles: read}, KindSpeed, corrections)
 	if errors.Is(err, lake.ErrConflict) {
 		return res, fmt.Errorf("cannot move the tideline of view %s: another advance or a recompute changed it first; retrying reads it again: %w", v.Name, err)

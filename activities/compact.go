@@ -167,12 +167,12 @@ func (a *Activities) cover(ctx context.Context, tbl *lake.Table, covered time.Ti
 		if err != nil {
 			return fromLake(err)
 		}
-		if !timeProp(snap, PropCovered).Before(covered) {
+		if !timeProp(snap, lake.PropCovered).Before(covered) {
 			return nil
 		}
 		_, err = tbl.Commit(ctx, lake.Commit{Op: "cover",
-			Props:   map[string]string{PropCovered: formatTime(covered)},
-			IfProps: map[string]string{PropCovered: snap.Props[PropCovered]}})
+			Props:   map[string]string{lake.PropCovered: formatTime(covered)},
+			IfProps: map[string]string{lake.PropCovered: snap.Props[lake.PropCovered]}})
 		if errors.Is(err, lake.ErrConflict) {
 			continue // another run moved it; look again
 		}
@@ -301,7 +301,7 @@ func (c *compactor) commit(ctx context.Context) error {
 	commit := lake.Commit{Op: "compact", Source: &lake.SeqRange{From: c.first, To: c.last},
 		Meta: map[string]string{"messages": strconv.FormatInt(c.messages, 10), "rejected": strconv.FormatInt(c.invalid, 10),
 			"expired": strconv.FormatInt(c.expired, 10)},
-		Props: map[string]string{PropCovered: formatTime(c.lastTime)}}
+		Props: map[string]string{lake.PropCovered: formatTime(c.lastTime)}}
 	// One file per partition, written side by side: the stream is not
 	// being read meanwhile, so the cores are free.
 	parts := slices.SortedFunc(maps.Keys(c.rows), func(a, b lake.Partition) int { return a.Start.Compare(b.Start) })
@@ -342,8 +342,8 @@ func (c *compactor) commit(ctx context.Context) error {
 	if err != nil {
 		return fromLake(err)
 	}
-	if !timeProp(snap, PropCovered).Before(c.lastTime) {
-		delete(commit.Props, PropCovered) // covered never moves back
+	if !timeProp(snap, lake.PropCovered).Before(c.lastTime) {
+		delete(commit.Props, lake.PropCovered) // covered never moves back
 	}
 	// The rows name the contract they were written with, and the table
 	// records it, unless the lake holds rows it cannot read.

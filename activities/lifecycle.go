@@ -69,7 +69,7 @@ func (a *Activities) Optimize(ctx context.Context, in StreamInput) (OptimizeResu
 	if err != nil {
 		return res, fromLake(err)
 	}
-	covered := timeProp(snap, PropCovered)
+	covered := timeProp(snap, lake.PropCovered)
 	files := byPartition(snap)
 	for _, path := range slices.Sorted(maps.Keys(files)) {
 		if len(files[path]) < 2 {

@@ -14,16 +14,6 @@ import (
 	"tideline/spec"
 )
 
-// Table properties.
-const (
-	// PropCovered (raw tables): every message the broker received before
-	// this instant (RFC 3339) is committed.
-	PropCovered = "covered"
-	// PropTideline (view tables): windows starting before this instant
-	// (RFC 3339) are served from batch.
-	PropTideline = "tideline"
-)
-
 func timeProp(s *lake.Snapshot, key string) time.Time {
 	t, _ := time.Parse(time.RFC3339Nano, s.Props[key])
 	return t
@@ -38,15 +28,12 @@ func formatTime(t time.Time) string {
 
 // inputEnd is the end of the event times a view partition reads: a window
 // starting in the partition's last hop ends size-hop after it.
-func inputEnd(v *spec.View, p lake.Partition) time.Time { return p.End().Add(v.Size - v.Hop) }
+func inputEnd(v *spec.View, p lake.Partition) time.Time { return p.End().Add(v.Reach()) }
 
 // SealedAt is when, in broker time, a view partition is sealed: the speed
 // layer has closed every window starting in it, and compaction covering
 // this instant has every event it received for them.
-func SealedAt(v *spec.View, p lake.Partition) time.Time {
-	st := v.Stream
-	return inputEnd(v, p).Add(v.Lateness + st.OutOfOrderness + st.IdleTimeout)
-}
+func SealedAt(v *spec.View, p lake.Partition) time.Time { return p.End().Add(v.SealDelay()) }
 
 // viewPartitions are the partitions of v holding a window with an event of
 // the raw partitions given: a hopping window starting in the partition
@@ -59,7 +46,7 @@ func viewPartitions(v *spec.View, raw []string) ([]lake.Partition, error) {
 		if err != nil {
 			return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("cannot read raw table of stream %s: %v", v.Stream.Name, err), ErrTypeBadData, err)
 		}
-		first := lake.PartitionOf(q.Start.Add(-(v.Size - v.Hop)).UnixMicro(), size)
+		first := lake.PartitionOf(q.Start.Add(-v.Reach()).UnixMicro(), size)
 		for p := first; p.Start.Before(q.End()); p = lake.PartitionOf(p.End().UnixMicro(), size) {
 			set[p.Start] = p
 		}
@@ -151,7 +138,7 @@ func (a *Activities) readView(ctx context.Context, name string) (*viewState, err
 	if from := timeProp(batch, lake.PropRetainedFrom); !from.IsZero() {
 		parts = slices.DeleteFunc(parts, func(p lake.Partition) bool { return !p.End().After(from) })
 	}
-	return &viewState{view: v, raw: raw, batch: batch, covered: timeProp(raw, PropCovered), tideline: timeProp(batch, PropTideline),
+	return &viewState{view: v, raw: raw, batch: batch, covered: timeProp(raw, lake.PropCovered), tideline: timeProp(batch, lake.PropTideline),
 		parts: parts, rawFiles: byPartition(raw), batchFiles: byPartition(batch)}, nil
 }
 
@@ -175,6 +162,7 @@ func (s *viewState) sealedThrough() time.Time {
 	if s.covered.IsZero() {
 		return time.Time{}
 	}
-	delay := SealedAt(s.view, lake.PartitionOf(0, s.view.Stream.Partition)).Sub(time.UnixMicro(0))
-	return lake.PartitionOf(s.covered.Add(-delay).UnixMicro(), s.view.Stream.Partition).End()
+	size := s.view.Stream.Partition
+	// p is sealed once covered >= p.End() + SealDelay.
+	return lake.PartitionOf(s.covered.Add(-(size + s.view.SealDelay())).UnixMicro(), size).End()
 }

@@ -206,7 +206,7 @@ func (a *Activities) recompute(ctx context.Context, in PartitionInput) (Recomput
 	}
 	commit := lake.Commit{Op: "recompute", Add: []lake.File{newFile}, Partitions: []string{ps.Partition}, Replace: true,
 		Meta:    map[string]string{"mark": m, "raw_version": strconv.FormatInt(s.raw.Version, 10), "events": strconv.FormatInt(res.Events, 10)},
-		IfProps: map[string]string{PropTideline: s.batch.Props[PropTideline]}}
+		IfProps: map[string]string{lake.PropTideline: s.batch.Props[lake.PropTideline]}}
 	if _, failed := s.batch.Props[lake.PropFailed+ps.Partition]; failed {
 		commit.Props = map[string]string{lake.PropFailed + ps.Partition: ""}
 	}
@@ -271,19 +271,13 @@ func (q *recomputeQuery) setInput(input string) {
 func (a *Activities) countEvents(ctx context.Context, q *recomputeQuery, partition string, res *RecomputeResult) (int64, error) {
 	v := q.v
 	c := v.Stream.Contract
-	ts := "epoch_us(" + spec.QuoteIdent(c.Fields[c.Time].Name) + ")"
 	id := spec.QuoteIdent(c.Fields[c.ID].Name)
 	filter := "true"
 	if v.Filter != nil {
 		filter = v.Filter.SQL()
 	}
-	hop := v.Hop.Microseconds()
-	base := fmt.Sprintf("(%s - ((%s %% %d) + %d) %% %d)", ts, ts, hop, hop, hop)
-	// Windows start at base - k*hop for k in [0, size/hop); those starting
-	// in [lo, hi) are the k with base-hi < k*hop <= base-lo (all multiples
-	// of hop).
-	memberships := fmt.Sprintf("coalesce(sum(greatest(0, least(%d, (%s - %d) // %d) - greatest(0, (%s - %d) // %d + 1) + 1)) FILTER (WHERE %s), 0)",
-		v.Size/v.Hop-1, base, q.lo, hop, base, q.hi, hop, filter)
+	memberships := fmt.Sprintf("coalesce(sum(%s) FILTER (WHERE %s), 0)",
+		v.MembershipsSQL(spec.QuoteIdent(c.Fields[c.Time].Name), q.lo, q.hi), filter)
 	var rows, distinct, want int64
 	if err := a.DB.QueryRowContext(ctx, fmt.Sprintf("SELECT count(*), count(DISTINCT %s), %s FROM (%s)", id, memberships, q.read)).Scan(&rows, &distinct, &want); err != nil {
 		return 0, fromQuery(fmt.Errorf("cannot count the events of partition %s of view %s: %w", partition, v.Name, err))

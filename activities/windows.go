@@ -3,16 +3,12 @@ package activities
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"math"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"tideline/lake"
 	"tideline/spec"
@@ -26,49 +22,13 @@ type window struct {
 	measures []*int64       // nil is SQL null; decimals in minor units
 }
 
-// windows of one view, keyed by start and rendered group values.
+// windows of one view, keyed by start and group (spec's group key).
 type windows map[string]*window
-
-func windowKey(start int64, dims []string) string {
-	return strconv.FormatInt(start, 10) + "\x1e" + strings.Join(dims, "\x1f")
-}
-
-// fromDuckDB turns a value DuckDB returned into a spec.Value.
-func fromDuckDB(x any) spec.Value {
-	switch x := x.(type) {
-	case nil:
-		return spec.Value{Null: true}
-	case string:
-		return spec.Value{Str: x}
-	case bool:
-		return spec.Value{Bool: x}
-	case int64:
-		return spec.Value{Int: x}
-	case time.Time:
-		return spec.Value{Int: x.UnixMicro()}
-	}
-	return spec.Value{Str: fmt.Sprint(x)}
-}
-
-// valueText renders a group value of column c for a window key.
-func valueText(c *spec.Column, x spec.Value) string {
-	switch {
-	case x.Null:
-		return "\x00"
-	case c.Type == spec.TypeString:
-		return x.Str
-	case c.Type == spec.TypeBool:
-		return strconv.FormatBool(x.Bool)
-	}
-	return strconv.FormatInt(x.Int, 10)
-}
 
 // newWindow keys a window by its start and group values.
 func newWindow(v *spec.View, start int64, dims, measures []spec.Value) (*window, string) {
 	w := &window{start: start, dims: map[string]any{}}
-	texts := make([]string, len(dims))
 	for i, c := range v.GroupBy {
-		texts[i] = valueText(c, dims[i])
 		switch {
 		case dims[i].Null:
 			w.dims[c.Name] = nil
@@ -88,7 +48,7 @@ func newWindow(v *spec.View, start int64, dims, measures []spec.Value) (*window,
 			w.measures = append(w.measures, &n)
 		}
 	}
-	return w, windowKey(start, texts)
+	return w, string(v.AppendGroupKey(strconv.AppendInt(nil, start, 10), dims))
 }
 
 // readBatch reads the windows starting in [lo, hi) from batch files.
@@ -126,11 +86,11 @@ func (a *Activities) readBatch(ctx context.Context, v *spec.View, files []lake.F
 		}
 		dims := make([]spec.Value, len(v.GroupBy))
 		for i := range dims {
-			dims[i] = fromDuckDB(vals[2+i])
+			dims[i] = spec.ValueOf(vals[2+i])
 		}
 		ms := make([]spec.Value, len(v.Measures))
 		for i := range ms {
-			ms[i] = fromDuckDB(vals[2+len(v.GroupBy)+i])
+			ms[i] = spec.ValueOf(vals[2+len(v.GroupBy)+i])
 		}
 		w, key := newWindow(v, vals[0].(time.Time).UnixMicro(), dims, ms)
 		out[key] = w
@@ -138,45 +98,10 @@ func (a *Activities) readBatch(ctx context.Context, v *spec.View, files []lake.F
 	return out, rows.Err()
 }
 
-// speedWatermark is the speed layer's watermark for v from its bucket's
-// WatermarkKey: every window it closed is in the bucket. It is zero when
-// the speed layer has closed nothing; written is then when it last wrote a
-// window, if it has. since is the first event time from which the speed
-// layer has held the view's windows (zero: from the stream's start).
+// speedWatermark is the speed layer's watermark for v (stream.ReadSpeedMark).
 func (a *Activities) speedWatermark(ctx context.Context, v *spec.View) (wm, written, since time.Time, err error) {
-	kv, err := a.JS.KeyValue(ctx, stream.ViewBucket(v.Name))
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return time.Time{}, time.Time{}, time.Time{}, nil
-	}
-	if err != nil {
-		return time.Time{}, time.Time{}, time.Time{}, fmt.Errorf("cannot open KV bucket %s: %w", stream.ViewBucket(v.Name), err)
-	}
-	e, err := kv.Get(ctx, stream.WatermarkKey)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		// It has closed nothing yet. If it has written windows, it is
-		// running (its first checkpoint, say, still writing them), and
-		// their values are not final: written is when it last wrote.
-		st, err := a.JS.Stream(ctx, stream.ViewBucketStream(v.Name))
-		if err != nil {
-			return time.Time{}, time.Time{}, time.Time{}, fmt.Errorf("cannot read KV bucket %s: %w", stream.ViewBucket(v.Name), err)
-		}
-		info, err := st.Info(ctx)
-		if err != nil {
-			return time.Time{}, time.Time{}, time.Time{}, fmt.Errorf("cannot read KV bucket %s: %w", stream.ViewBucket(v.Name), err)
-		}
-		return time.Time{}, info.State.LastTime, time.Time{}, nil
-	}
-	if err != nil {
-		return time.Time{}, time.Time{}, time.Time{}, fmt.Errorf("cannot read the watermark in KV bucket %s: %w", stream.ViewBucket(v.Name), err)
-	}
-	var w stream.WatermarkJSON
-	if err := json.Unmarshal(e.Value(), &w); err != nil {
-		return time.Time{}, time.Time{}, time.Time{}, fmt.Errorf("cannot parse the watermark in KV bucket %s (%q): %w", stream.ViewBucket(v.Name), e.Value(), err)
-	}
-	if w.Since != nil {
-		since = *w.Since
-	}
-	return w.Watermark, e.Created(), since, nil
+	m, err := stream.ReadSpeedMark(ctx, a.JS, v)
+	return m.Watermark, m.Written, m.Since, err
 }
 
 // dropBefore leaves out the windows starting before since: the speed layer
@@ -194,7 +119,7 @@ func dropBefore(ws windows, since time.Time) {
 func lastClose(v *spec.View, ws windows) time.Time {
 	var last int64 = math.MinInt64
 	for _, w := range ws {
-		last = max(last, w.start+(v.Size+v.Lateness).Microseconds())
+		last = max(last, v.ClosesAt(w.start))
 	}
 	if last == math.MinInt64 {
 		return time.Time{}
@@ -202,71 +127,19 @@ func lastClose(v *spec.View, ws windows) time.Time {
 	return time.UnixMicro(last).UTC()
 }
 
-// readSpeed reads the speed layer's windows of v starting in [lo, hi) from
-// its KV bucket. A missing bucket means the speed layer never ran.
-//
-// It reads with a consumer of its own that delivers the last value of each
-// key and knows from the start how many there are, so a read that stops
-// arriving fails (and the activity retries) instead of waiting for ever, as
-// the KV watcher's end-of-initial-values marker did after a NATS restart.
+// readSpeed reads the speed layer's windows of v starting in [lo, hi)
+// (stream.ReadSpeedWindows).
 func (a *Activities) readSpeed(ctx context.Context, v *spec.View, lo, hi time.Time) (windows, error) {
-	out := windows{}
-	bucket := stream.ViewBucket(v.Name)
-	var filters []string
-	for s := lo.UnixMicro(); s < hi.UnixMicro(); s += v.Hop.Microseconds() {
-		filters = append(filters, stream.ViewKeySubject(v.Name, strconv.FormatInt(s, 10)+".*"))
-	}
-	if len(filters) == 0 {
-		return out, nil
-	}
-	kvStream := stream.ViewBucketStream(v.Name)
-	cons, err := a.JS.CreateConsumer(ctx, kvStream, jetstream.ConsumerConfig{
-		FilterSubjects: filters, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
-		AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Minute, MemoryStorage: true,
-	})
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return out, nil
-	}
+	ups, err := stream.ReadSpeedWindows(ctx, a.JS, v, lo.UnixMicro(), hi.UnixMicro())
 	if err != nil {
-		return nil, fmt.Errorf("cannot read KV bucket %s: %w", bucket, err)
+		return nil, err
 	}
-	info := cons.CachedInfo()
-	defer func() { _ = a.JS.DeleteConsumer(context.WithoutCancel(ctx), kvStream, info.Name) }()
-	for left := info.NumPending; left > 0; {
-		batch, err := cons.Fetch(int(min(left, 1000)), jetstream.FetchMaxWait(10*time.Second))
-		if err != nil {
-			return nil, fmt.Errorf("cannot read KV bucket %s: %w", bucket, err)
-		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			left--
-			if op := m.Headers().Get("KV-Operation"); op == "DEL" || op == "PURGE" {
-				continue
-			}
-			win, key, err := decodeSpeed(v, m.Data())
-			if err != nil {
-				return nil, fmt.Errorf("cannot read window %s of KV bucket %s: %w", strings.TrimPrefix(m.Subject(), stream.ViewKeySubject(v.Name, "")), bucket, err)
-			}
-			out[key] = win
-		}
-		if err := batch.Error(); err != nil {
-			return nil, fmt.Errorf("cannot read KV bucket %s: %w", bucket, err)
-		}
-		if got == 0 {
-			return nil, fmt.Errorf("cannot read KV bucket %s: %d of its windows not delivered within 10s; retrying", bucket, left)
-		}
+	out := windows{}
+	for _, u := range ups {
+		w, key := newWindow(v, u.Start, u.Dims, u.Measures)
+		out[key] = w
 	}
 	return out, nil
-}
-
-func decodeSpeed(v *spec.View, data []byte) (*window, string, error) {
-	u, _, err := stream.ParseUpdate(v, data)
-	if err != nil {
-		return nil, "", err
-	}
-	w, key := newWindow(v, u.Start, u.Dims, u.Measures)
-	return w, key, nil
 }
 
 // Correction kinds.
@@ -282,7 +155,7 @@ const (
 // speed layer never reached was not served by it.
 func diff(v *spec.View, kind string, old, new windows, closedBy, now time.Time) (*lake.Rows, int) {
 	rows := lake.NewRows(lake.CorrectionsSchema(), 0)
-	closed := closedBy.UnixMicro() - (v.Size + v.Lateness).Microseconds() // windows starting at or before this had closed
+	closed := closedBy.UnixMicro() - v.Horizon().Microseconds() // windows starting at or before this had closed
 	keys := slices.Sorted(maps.Keys(old))
 	for k := range new {
 		if _, ok := old[k]; !ok {
@@ -319,7 +192,7 @@ func diff(v *spec.View, kind string, old, new windows, closedBy, now time.Time) 
 				delta = spec.Value{Int: val(nv) - val(ov)}
 			}
 			rows.Append(spec.Value{Str: v.Name}, spec.Value{Str: kind},
-				spec.Value{Int: w.start}, spec.Value{Int: w.start + v.Size.Microseconds()},
+				spec.Value{Int: w.start}, spec.Value{Int: v.End(w.start)},
 				spec.Value{Str: string(dims)}, spec.Value{Str: m.Name},
 				nullable(ov), nullable(nv), delta, spec.Value{Int: now.UnixMicro()})
 		}

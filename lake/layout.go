@@ -138,6 +138,16 @@ func Failures(s *Snapshot) []Failure {
 	return out
 }
 
+// Table properties the batch layer keeps (Commit.Props), read by serve too.
+const (
+	// PropCovered (raw tables): every message the broker received before
+	// this instant (RFC 3339) is committed.
+	PropCovered = "covered"
+	// PropTideline (view tables): windows starting before this instant
+	// (RFC 3339) are served from batch.
+	PropTideline = "tideline"
+)
+
 // PropRetainedFrom is a table property: partitions before this instant
 // (RFC 3339) were dropped by retention, and reads of them say so.
 const PropRetainedFrom = "retained_from"

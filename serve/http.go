@@ -362,7 +362,7 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
 	for name, vs := range s.views {
 		raw := raws[vs.spec.Stream.Name]
 		st := ViewStatus{LastCompaction: raw.Time}
-		st.Covered, _ = time.Parse(time.RFC3339Nano, raw.Props["covered"])
+		st.Covered, _ = time.Parse(time.RFC3339Nano, raw.Props[lake.PropCovered])
 		s.mu.RLock()
 		st.Tideline, st.BatchVersion, st.CorrectionsStaged, st.Failures = vs.tideline, vs.version, vs.staged, vs.failures
 		if !vs.retainedFrom.IsZero() {

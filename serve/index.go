@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -23,41 +22,29 @@ import (
 // A row is window_start, window_end (time.Time), the dimensions, then the
 // measures, as DuckDB scans them: string, int64, bool, time.Time or nil.
 type rowIndex struct {
+	v      *spec.View
 	rows   [][]any
 	starts []int64            // each row's window_start, Unix microseconds
-	groups map[string][]int32 // groupKey of the dims -> positions in rows
+	groups map[string][]int32 // the group's key (spec) -> positions in rows
 }
 
-func newRowIndex(rows [][]any, dims int) *rowIndex {
-	x := &rowIndex{rows: rows, starts: make([]int64, len(rows)), groups: map[string][]int32{}}
+func newRowIndex(v *spec.View, rows [][]any) *rowIndex {
+	x := &rowIndex{v: v, rows: rows, starts: make([]int64, len(rows)), groups: map[string][]int32{}}
 	var b []byte
 	for i, r := range rows {
 		x.starts[i] = r[0].(time.Time).UnixMicro()
-		b = appendGroupKey(b[:0], r[2:2+dims])
+		b = x.appendKey(b[:0], r[2:2+len(v.GroupBy)], 0)
 		x.groups[string(b)] = append(x.groups[string(b)], int32(i))
 	}
 	return x
 }
 
-// appendGroupKey encodes dimension values so that equal values, whatever
-// their source (DuckDB, the speed layer, a query parameter), give equal keys.
-func appendGroupKey(b []byte, dims []any) []byte {
-	for _, d := range dims {
-		switch d := d.(type) {
-		case nil:
-			b = append(b, 'n')
-		case string:
-			b = strconv.AppendQuote(append(b, 's'), d)
-		case int64:
-			b = strconv.AppendInt(append(b, 'i'), d, 10)
-		case bool:
-			b = strconv.AppendBool(append(b, 'b'), d)
-		case time.Time:
-			b = strconv.AppendInt(append(b, 't'), d.UnixMicro(), 10)
-		default:
-			b = fmt.Appendf(append(b, '?'), "%v", d)
-		}
-		b = append(b, 0)
+// appendKey appends the group key (spec.AppendKeyValue) of dimension
+// values as database/sql gives them, the first of which is group-by column
+// from: from DuckDB, the speed layer and a query parameter alike.
+func (x *rowIndex) appendKey(b []byte, dims []any, from int) []byte {
+	for i, d := range dims {
+		b = spec.AppendKeyValue(b, x.v.GroupBy[from+i].Type, spec.ValueOf(d))
 	}
 	return b
 }
@@ -72,7 +59,7 @@ func (x *rowIndex) appendRange(out [][]any, lo, hi int64, eq []any, want []bool)
 	}
 	all := !slices.Contains(want, false)
 	if all {
-		pos := x.groups[string(appendGroupKey(nil, eq))]
+		pos := x.groups[string(x.appendKey(nil, eq, 0))]
 		i, _ := slices.BinarySearchFunc(pos, lo, func(p int32, t int64) int { return cmp.Compare(x.starts[p], t) })
 		for ; i < len(pos) && x.starts[pos[i]] < hi; i++ {
 			out = append(out, x.rows[pos[i]])
@@ -86,7 +73,7 @@ func (x *rowIndex) appendRange(out [][]any, lo, hi int64, eq []any, want []bool)
 		match := true
 		for d, w := range want {
 			if w {
-				kb, rb = appendGroupKey(kb[:0], eq[d:d+1]), appendGroupKey(rb[:0], r[2+d:3+d])
+				kb, rb = x.appendKey(kb[:0], eq[d:d+1], d), x.appendKey(rb[:0], r[2+d:3+d], d)
 				if string(kb) != string(rb) {
 					match = false
 					break
@@ -139,17 +126,16 @@ func (s *Server) loadBatchIndex(ctx context.Context, conn *sql.Conn, v *spec.Vie
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("cannot read the batch results of view %s: %w", v.Name, err)
 	}
-	return newRowIndex(out, len(v.GroupBy)), nil
+	return newRowIndex(v, out), nil
 }
 
 // speedIndex holds the speed windows swapped in, as rows like DuckDB's, in
 // window and group order.
 func speedIndex(v *spec.View, ups []stream.Update) *rowIndex {
-	size := v.Size.Microseconds()
 	rows := make([][]any, len(ups))
 	for i, u := range ups {
 		r := make([]any, 0, 2+len(v.GroupBy)+len(v.Measures))
-		r = append(r, time.UnixMicro(u.Start).UTC(), time.UnixMicro(u.Start+size).UTC())
+		r = append(r, time.UnixMicro(u.Start).UTC(), time.UnixMicro(v.End(u.Start)).UTC())
 		for j, c := range v.GroupBy {
 			r = append(r, driverValue(u.Dims[j], c.Type))
 		}
@@ -166,7 +152,7 @@ func speedIndex(v *spec.View, ups []stream.Update) *rowIndex {
 		}
 		return 0
 	})
-	return newRowIndex(rows, len(v.GroupBy))
+	return newRowIndex(v, rows)
 }
 
 // compareValues orders values as DuckDB's ORDER BY does: NULLs last.

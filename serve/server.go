@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -299,37 +298,21 @@ func (s *Server) followSpeed(ctx context.Context, v *view) {
 				}
 				continue
 			}
-			if e.Key() == stream.WatermarkKey {
-				var w stream.WatermarkJSON
-				if err := json.Unmarshal(e.Value(), &w); err != nil {
-					log.Warn("skipping an unreadable speed watermark", "err", err)
-					continue
-				}
-				s.speedMu.Lock()
-				if w.Watermark.After(v.watermark) {
-					v.watermark = w.Watermark
-				}
-				if e.Created().After(v.lastUpdate) {
-					v.lastUpdate = e.Created()
-				}
-				s.speedMu.Unlock()
-				continue
-			}
-			u, wm, err := stream.ParseUpdate(v.spec, e.Value())
+			se, err := stream.DecodeSpeedEntry(v.spec, e)
 			if err != nil {
-				log.Warn("skipping an unreadable speed window", "key", e.Key(), "err", err)
+				log.Warn("skipping an unreadable speed-layer value", "key", e.Key(), "err", err)
 				continue
 			}
 			s.speedMu.Lock()
-			if u.Start >= v.tideline.UnixMicro() || v.tideline.IsZero() {
+			if u := se.Window; !se.IsWatermark && (u.Start >= v.tideline.UnixMicro() || v.tideline.IsZero()) {
 				v.speed[u.Key()] = u
 				v.dirty = true
 			}
-			if wm.After(v.watermark) {
-				v.watermark = wm
+			if se.Watermark.After(v.watermark) {
+				v.watermark = se.Watermark
 			}
-			if e.Created().After(v.lastUpdate) {
-				v.lastUpdate = e.Created()
+			if se.Written.After(v.lastUpdate) {
+				v.lastUpdate = se.Written
 			}
 			s.speedMu.Unlock()
 		}
@@ -476,7 +459,7 @@ func (s *Server) Refresh(ctx context.Context) error {
 			}
 			sw.batchIdx, sw.newBatch = idx, true
 		}
-		sw.tideline, _ = time.Parse(time.RFC3339Nano, snap.Props["tideline"])
+		sw.tideline, _ = time.Parse(time.RFC3339Nano, snap.Props[lake.PropTideline])
 		if sw.speedIdx, sw.newSpeed, err = s.swapSpeed(ctx, conn, vs, sw.tideline, !s.synced); err != nil {
 			return err
 		}
@@ -572,10 +555,9 @@ func (s *Server) swapSpeed(ctx context.Context, conn *sql.Conn, v *view, tidelin
 		if err != nil {
 			return fmt.Errorf("cannot append to %s: %w", table, err)
 		}
-		size := v.spec.Size.Microseconds()
 		vals := make([]driver.Value, 0, 2+len(v.spec.GroupBy)+len(v.spec.Measures))
 		for _, u := range rows {
-			vals = append(vals[:0], time.UnixMicro(u.Start).UTC(), time.UnixMicro(u.Start+size).UTC())
+			vals = append(vals[:0], time.UnixMicro(u.Start).UTC(), time.UnixMicro(v.spec.End(u.Start)).UTC())
 			for i, c := range v.spec.GroupBy {
 				vals = append(vals, driverValue(u.Dims[i], c.Type))
 			}

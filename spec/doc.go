@@ -11,7 +11,13 @@
 //     in Go and renders to DuckDB SQL with the same semantics (SQL's
 //     three-valued logic, exact int64 arithmetic over decimal minor units);
 //   - the view: [View.SQL] renders the exact batch aggregate, and
-//     [View.Assign] and [Accumulator] compute the same thing incrementally.
+//     [View.Assign] and [Accumulator] compute the same thing incrementally;
+//   - window semantics ([Window], window.go): assignment, window end, when a
+//     window closes, how far a partition's windows reach, when a partition is
+//     sealed, and the SQL that assigns rows to windows;
+//   - measure semantics (measure.go): one table entry per measure kind with
+//     its cell update, merge, value and SQL aggregate;
+//   - the key of a group (group.go), the same wherever its values came from.
 //
 // Decisions this package makes for the rest of the system:
 //

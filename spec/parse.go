@@ -660,21 +660,20 @@ func (p *parser) measure(v *View, name string, n *yaml.Node) *Measure {
 		return nil
 	}
 	kind, arg := MeasureKind(m[1]), m[2]
-	out := &Measure{Name: name, Kind: kind}
-	switch kind {
-	case Count:
-		if arg != "" {
-			p.add(n, "write count, or count_if(flag) to count rows where flag is true", "count takes no field")
-			return nil
-		}
-		return out
-	case CountIf, Sum, Min, Max:
-	case "avg", "mean":
+	k := measureKinds[kind]
+	out := &Measure{Name: name, Kind: kind, k: k}
+	switch {
+	case kind == "avg" || kind == "mean":
 		p.add(n, "averages derive from sum/count: declare "+name+"_sum: sum(field) and a count", "%s is not mergeable exactly", m[1])
 		return nil
-	default:
+	case k == nil:
 		p.add(n, hint, "unknown measure %q", m[1])
 		return nil
+	case k.arg == "" && arg != "":
+		p.add(n, "write "+string(kind)+", or count_if(flag) to count rows where flag is true", "%s takes no field", kind)
+		return nil
+	case k.arg == "":
+		return out
 	}
 	if arg == "" {
 		p.add(n, fmt.Sprintf("write %s(field)", kind), "%s needs a field", kind)
@@ -687,11 +686,11 @@ func (p *parser) measure(v *View, name string, n *yaml.Node) *Measure {
 		p.add(n, p.columnHint(v, arg), "measure %s reads unknown field %q", name, arg)
 		return nil
 	}
-	if kind == CountIf && out.Arg.Type != TypeBool {
-		p.add(n, "derive a bool field, like big: amount > 100, and count_if(big)", "count_if needs a bool field, %s is %s", arg, out.Arg.Type)
+	if k.arg == "bool" && out.Arg.Type != TypeBool {
+		p.add(n, "derive a bool field, like big: amount > 100, and "+string(kind)+"(big)", "%s needs a bool field, %s is %s", kind, arg, out.Arg.Type)
 		return nil
 	}
-	if kind != CountIf && !out.Arg.Type.Numeric() {
+	if k.arg == "number" && !out.Arg.Type.Numeric() {
 		p.add(n, "aggregate an int or decimal field", "%s needs an int or decimal field, %s is %s", kind, arg, out.Arg.Type)
 		return nil
 	}

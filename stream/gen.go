@@ -81,7 +81,7 @@ func Generate(ctx context.Context, js jetstream.JetStream, st *spec.Stream, newE
 	}
 	var horizon time.Duration
 	for _, v := range st.Views {
-		horizon = max(horizon, v.Size+v.Lateness)
+		horizon = max(horizon, v.Horizon())
 	}
 	c := st.Contract
 	var stats GenStats

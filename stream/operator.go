@@ -2,8 +2,6 @@ package stream
 
 import (
 	"cmp"
-	"encoding/binary"
-	"hash/fnv"
 	"math"
 	"slices"
 	"strconv"
@@ -141,9 +139,9 @@ func NewOperator(st *spec.Stream) *Operator {
 	}
 	for _, v := range st.Views {
 		hop := v.Hop.Microseconds()
-		n := v.Size.Microseconds() / hop
+		n := int64(v.PerEvent())
 		vs := &viewState{
-			v: v, groups: map[string]*group{}, minStart: math.MaxInt64, horizon: (v.Size + v.Lateness).Microseconds(),
+			v: v, groups: map[string]*group{}, minStart: math.MaxInt64, horizon: v.Horizon().Microseconds(),
 			hop: hop, span: (n - 1) * hop, stride: winCells + 2*len(v.Measures), found: make([]bool, n), since: math.MinInt64,
 		}
 		op.views = append(op.views, vs)
@@ -208,7 +206,7 @@ func (op *Operator) applyEvent(ev spec.Event, received time.Time) Outcome {
 			late = true
 			continue
 		}
-		op.keyBuf = appendDimsKey(op.keyBuf[:0], vs.v, row)
+		op.keyBuf = vs.v.AppendRowGroupKey(op.keyBuf[:0], row)
 		g := vs.groups[string(op.keyBuf)] // no allocation for the lookup
 		if g == nil {
 			g = &group{dims: vs.v.Dims(row)}
@@ -311,32 +309,6 @@ func (op *Operator) addAt(vs *viewState, g *group, at int, row spec.Row) {
 			vs.dirty = append(vs.dirty, g)
 		}
 	}
-}
-
-// appendDimsKey encodes a row's group-by values as a map key.
-func appendDimsKey(b []byte, v *spec.View, row spec.Row) []byte {
-	for _, c := range v.GroupBy {
-		x := row[c.Index]
-		if x.Null {
-			b = append(b, 0)
-			continue
-		}
-		b = append(b, 1)
-		switch c.Type {
-		case spec.TypeString:
-			b = binary.AppendUvarint(b, uint64(len(x.Str)))
-			b = append(b, x.Str...)
-		case spec.TypeBool:
-			if x.Bool {
-				b = append(b, 1)
-			} else {
-				b = append(b, 0)
-			}
-		default:
-			b = binary.AppendVarint(b, x.Int)
-		}
-	}
-	return b
 }
 
 func idHash(v spec.Value, t spec.Type) uint64 {
@@ -478,24 +450,4 @@ func (op *Operator) LateEvents() map[string]uint64 {
 		out[vs.v.Name] = vs.late
 	}
 	return out
-}
-
-// dimsHash is a short stable name for a group, used in KV keys.
-func dimsHash(dims []spec.Value) string {
-	h := fnv.New64a()
-	var b [8]byte
-	for _, d := range dims {
-		if d.Null {
-			h.Write([]byte{0})
-			continue
-		}
-		h.Write([]byte{1})
-		h.Write([]byte(d.Str))
-		binary.LittleEndian.PutUint64(b[:], uint64(d.Int))
-		h.Write(b[:])
-		if d.Bool {
-			h.Write([]byte{1})
-		}
-	}
-	return strconv.FormatUint(h.Sum64(), 16)
 }

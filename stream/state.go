@@ -203,11 +203,7 @@ func (op *Operator) Restore(data []byte) error {
 
 // group returns the view's group of dims, made if new; Restore's lookup.
 func (vs *viewState) group(dims []spec.Value) *group {
-	row := make(spec.Row, len(vs.v.Columns))
-	for i, c := range vs.v.GroupBy {
-		row[c.Index] = dims[i]
-	}
-	key := string(appendDimsKey(nil, vs.v, row))
+	key := string(vs.v.AppendGroupKey(nil, dims))
 	g := vs.groups[key]
 	if g == nil {
 		g = &group{dims: dims}

@@ -24,7 +24,7 @@ type UpdateJSON struct {
 
 // Key is the update's KV key: window start, then a hash of its group.
 func (u *Update) Key() string {
-	return strconv.FormatInt(u.Start, 10) + "." + dimsHash(u.Dims)
+	return strconv.FormatInt(u.Start, 10) + "." + spec.GroupHash(u.Dims)
 }
 
 // AppendJSON renders the update for the wire, as UpdateJSON marshals, but
@@ -88,7 +88,7 @@ func (u *Update) appendJSON(b []byte, tt *jsonTexts, watermark int64) []byte {
 	b = append(b, vt.head...)
 	b = append(b, tt.time(u.Start)...)
 	b = append(b, `","window_end":"`...)
-	b = append(b, tt.time(u.Start+v.Size.Microseconds())...)
+	b = append(b, tt.time(v.End(u.Start))...)
 	b = append(b, `","dims":{`...)
 	for i, c := range v.GroupBy {
 		b = append(b, vt.dims[i]...)

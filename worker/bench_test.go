@@ -172,7 +172,7 @@ func uploadBackfill(stack *devstack.Stack) (*backfillBench, error) {
 		}
 		commit := lake.Commit{Op: "compact", Source: &lake.SeqRange{From: uint64(first), To: uint64(first + backfillPerPart - 1)},
 			Add:   []lake.File{{Key: key, Partition: p.Path(), Rows: backfillPerPart, Bytes: fi.Size(), ETag: info.ETag}},
-			Props: map[string]string{activities.PropCovered: time.Now().UTC().Format(time.RFC3339Nano)}}
+			Props: map[string]string{lake.PropCovered: time.Now().UTC().Format(time.RFC3339Nano)}}
 		if _, err := tbl.Commit(ctx, commit); err != nil {
 			return nil, err
 		}

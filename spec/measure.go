@@ -1,0 +1,187 @@
+package spec
+
+import "fmt"
+
+// MeasureKind is an exact, mergeable aggregate.
+type MeasureKind string
+
+// The measure kinds.
+const (
+	Count   MeasureKind = "count"    // rows
+	CountIf MeasureKind = "count_if" // rows where a bool column is true
+	Sum     MeasureKind = "sum"
+	Min     MeasureKind = "min"
+	Max     MeasureKind = "max"
+)
+
+// Measure is one output column of a view.
+type Measure struct {
+	Name string
+	Kind MeasureKind
+	Arg  *Column // nil for Count
+	k    *measureKind
+}
+
+// Cell is the running state of one measure: N rows contributed a value,
+// V is the kind's running value. It merges exactly.
+type Cell struct {
+	N int64
+	V int64
+}
+
+// measureKind is everything tideline knows of one kind of measure: what it
+// takes, how a row adds to its cell, how two cells merge (windows of two
+// partitions, or of two processes), its value, and its DuckDB aggregate.
+// Both engines read this table, so a new measure is one entry here.
+type measureKind struct {
+	// arg says what field the measure takes: "" none, "bool", "number".
+	arg string
+	// add folds one row's argument (the zero Value when arg is "") into c.
+	add func(c *Cell, x Value)
+	// merge folds cell o into c.
+	merge func(c *Cell, o Cell)
+	// final is the measure's value of a cell.
+	final func(c Cell) Value
+	// sql aggregates the argument column x (unused when arg is "").
+	sql func(x string) string
+	// typ is the result's type, given the argument's.
+	typ func(arg *Column) (Type, int)
+}
+
+func sumCells(c *Cell, o Cell) { c.N, c.V = c.N+o.N, c.V+o.V }
+
+// nullIfEmpty is the value of a measure over no non-null value: null, as
+// in SQL.
+func nullIfEmpty(c Cell) Value {
+	if c.N == 0 {
+		return Value{Null: true}
+	}
+	return Value{Int: c.V}
+}
+
+func counted(c Cell) Value              { return Value{Int: c.V} }
+func intResult(*Column) (Type, int)     { return TypeInt, 0 }
+func argResult(arg *Column) (Type, int) { return arg.Type, arg.Scale }
+func extreme(pick func(a, b int64) int64) func(c *Cell, o Cell) {
+	return func(c *Cell, o Cell) {
+		switch {
+		case o.N == 0:
+			return
+		case c.N == 0:
+			c.V = o.V
+		default:
+			c.V = pick(c.V, o.V)
+		}
+		c.N += o.N
+	}
+}
+
+func minInt(a, b int64) int64 { return min(a, b) }
+func maxInt(a, b int64) int64 { return max(a, b) }
+
+var measureKinds = map[MeasureKind]*measureKind{
+	Count: {
+		add:   func(c *Cell, _ Value) { c.N++; c.V++ },
+		merge: sumCells, final: counted, typ: intResult,
+		sql: func(string) string { return "count(*)" },
+	},
+	CountIf: {
+		arg: "bool",
+		add: func(c *Cell, x Value) {
+			c.N++
+			if !x.Null && x.Bool {
+				c.V++
+			}
+		},
+		merge: sumCells, final: counted, typ: intResult,
+		sql: func(x string) string { return "count(*) FILTER (WHERE " + x + ")" },
+	},
+	Sum: {
+		arg: "number",
+		add: func(c *Cell, x Value) {
+			if !x.Null {
+				c.N++
+				c.V += x.Int
+			}
+		},
+		merge: sumCells, final: nullIfEmpty, typ: argResult,
+		// DuckDB widens to HUGEINT; Go sums in int64.
+		sql: func(x string) string { return "CAST(sum(" + x + ") AS BIGINT)" },
+	},
+	Min: {
+		arg:   "number",
+		add:   func(c *Cell, x Value) { addExtreme(c, x, minInt) },
+		merge: extreme(minInt), final: nullIfEmpty, typ: argResult,
+		sql: func(x string) string { return "min(" + x + ")" },
+	},
+	Max: {
+		arg:   "number",
+		add:   func(c *Cell, x Value) { addExtreme(c, x, maxInt) },
+		merge: extreme(maxInt), final: nullIfEmpty, typ: argResult,
+		sql: func(x string) string { return "max(" + x + ")" },
+	},
+}
+
+func addExtreme(c *Cell, x Value, pick func(a, b int64) int64) {
+	switch {
+	case x.Null:
+		return
+	case c.N == 0:
+		c.V = x.Int
+	default:
+		c.V = pick(c.V, x.Int)
+	}
+	c.N++
+}
+
+// kind is the measure's entry in measureKinds.
+func (m *Measure) kind() *measureKind {
+	if m.k != nil {
+		return m.k // set by the parser
+	}
+	k := measureKinds[m.Kind]
+	if k == nil {
+		panic(fmt.Sprintf("spec: measure %s has unknown kind %q", m.Name, m.Kind))
+	}
+	return k
+}
+
+// Type is the measure's result type and scale.
+func (m *Measure) Type() (Type, int) { return m.kind().typ(m.Arg) }
+
+// Merge folds cell o into c, as the measure merges: the same window of two
+// partitions, or two processes.
+func (m *Measure) Merge(c *Cell, o Cell) { m.kind().merge(c, o) }
+
+// SQL is the measure's DuckDB aggregate over the column x holding its
+// argument.
+func (m *Measure) SQL(x string) string { return m.kind().sql(x) }
+
+// Accumulator is the running state of every measure of one window and group.
+type Accumulator []Cell
+
+// NewAccumulator returns the empty state for v.
+func (v *View) NewAccumulator() Accumulator { return make(Accumulator, len(v.Measures)) }
+
+// Add folds one prepared row into the state.
+func (v *View) Add(a Accumulator, r Row) {
+	for i, m := range v.Measures {
+		var x Value
+		if m.Arg != nil {
+			x = r[m.Arg.Index]
+		}
+		m.kind().add(&a[i], x)
+	}
+}
+
+// Values returns the measures' results; a sum, min or max over no non-null
+// value is null, as in SQL.
+func (v *View) Values(a Accumulator) []Value { return v.AppendValues(nil, a) }
+
+// AppendValues appends the measures' results to dst, as Values returns them.
+func (v *View) AppendValues(dst []Value, a Accumulator) []Value {
+	for i, m := range v.Measures {
+		dst = append(dst, m.kind().final(a[i]))
+	}
+	return dst
+}
