@@ -1,6 +1,9 @@
 package spec
 
-import "fmt"
+import (
+	"fmt"
+	"math/bits"
+)
 
 // MeasureKind is an exact, mergeable aggregate.
 type MeasureKind string
@@ -12,7 +15,15 @@ const (
 	Sum     MeasureKind = "sum"
 	Min     MeasureKind = "min"
 	Max     MeasureKind = "max"
+	// CountDistinct counts the distinct non-null values of a field with at
+	// most MaxDistinct possible values (a bool, an enum, an int with min and
+	// max close together): its cell holds them as a bit set, so it merges
+	// exactly, and DuckDB's count(DISTINCT x) gives the same number.
+	CountDistinct MeasureKind = "count_distinct"
 )
+
+// MaxDistinct is how many values a count_distinct field may have.
+const MaxDistinct = 63
 
 // Measure is one output column of a view.
 type Measure struct {
@@ -20,6 +31,9 @@ type Measure struct {
 	Kind MeasureKind
 	Arg  *Column // nil for Count
 	k    *measureKind
+	// bit numbers the values of a count_distinct argument, 0 to
+	// MaxDistinct-1.
+	bit func(Value) int
 }
 
 // Cell is the running state of one measure: N rows contributed a value,
@@ -34,10 +48,11 @@ type Cell struct {
 // partitions, or of two processes), its value, and its DuckDB aggregate.
 // Both engines read this table, so a new measure is one entry here.
 type measureKind struct {
-	// arg says what field the measure takes: "" none, "bool", "number".
+	// arg says what field the measure takes: "" none, "bool", "number",
+	// "few" (a contract field of at most MaxDistinct values).
 	arg string
 	// add folds one row's argument (the zero Value when arg is "") into c.
-	add func(c *Cell, x Value)
+	add func(m *Measure, c *Cell, x Value)
 	// merge folds cell o into c.
 	merge func(c *Cell, o Cell)
 	// final is the measure's value of a cell.
@@ -81,13 +96,13 @@ func maxInt(a, b int64) int64 { return max(a, b) }
 
 var measureKinds = map[MeasureKind]*measureKind{
 	Count: {
-		add:   func(c *Cell, _ Value) { c.N++; c.V++ },
+		add:   func(_ *Measure, c *Cell, _ Value) { c.N++; c.V++ },
 		merge: sumCells, final: counted, typ: intResult,
 		sql: func(string) string { return "count(*)" },
 	},
 	CountIf: {
 		arg: "bool",
-		add: func(c *Cell, x Value) {
+		add: func(_ *Measure, c *Cell, x Value) {
 			c.N++
 			if !x.Null && x.Bool {
 				c.V++
@@ -98,7 +113,7 @@ var measureKinds = map[MeasureKind]*measureKind{
 	},
 	Sum: {
 		arg: "number",
-		add: func(c *Cell, x Value) {
+		add: func(_ *Measure, c *Cell, x Value) {
 			if !x.Null {
 				c.N++
 				c.V += x.Int
@@ -110,16 +125,55 @@ var measureKinds = map[MeasureKind]*measureKind{
 	},
 	Min: {
 		arg:   "number",
-		add:   func(c *Cell, x Value) { addExtreme(c, x, minInt) },
+		add:   func(_ *Measure, c *Cell, x Value) { addExtreme(c, x, minInt) },
 		merge: extreme(minInt), final: nullIfEmpty, typ: argResult,
 		sql: func(x string) string { return "min(" + x + ")" },
 	},
 	Max: {
 		arg:   "number",
-		add:   func(c *Cell, x Value) { addExtreme(c, x, maxInt) },
+		add:   func(_ *Measure, c *Cell, x Value) { addExtreme(c, x, maxInt) },
 		merge: extreme(maxInt), final: nullIfEmpty, typ: argResult,
 		sql: func(x string) string { return "max(" + x + ")" },
 	},
+	CountDistinct: {
+		arg: "few",
+		add: func(m *Measure, c *Cell, x Value) {
+			if !x.Null {
+				c.N++
+				c.V |= 1 << m.bit(x)
+			}
+		},
+		merge: func(c *Cell, o Cell) { c.N, c.V = c.N+o.N, c.V|o.V },
+		final: func(c Cell) Value { return Value{Int: int64(bits.OnesCount64(uint64(c.V)))} },
+		typ:   intResult,
+		sql:   func(x string) string { return "count(DISTINCT " + x + ")" },
+	},
+}
+
+// distinctBits numbers the values of field f for count_distinct, or says
+// why f has too many possible values.
+func distinctBits(f *Field) (func(Value) int, error) {
+	switch {
+	case f.Type == TypeBool:
+		return func(x Value) int {
+			if x.Bool {
+				return 1
+			}
+			return 0
+		}, nil
+	case f.Type == TypeString && len(f.Enum) > 0 && len(f.Enum) <= MaxDistinct:
+		index := map[string]int{}
+		for i, e := range f.Enum {
+			index[e] = i
+		}
+		// A value not in the enum (a row written before a value was
+		// removed from it) cannot reach the speed layer.
+		return func(x Value) int { return index[x.Str] }, nil
+	case (f.Type == TypeInt || f.Type == TypeDecimal) && f.Min != nil && f.Max != nil && *f.Max-*f.Min < MaxDistinct:
+		lo := *f.Min
+		return func(x Value) int { return int(x.Int - lo) }, nil
+	}
+	return nil, fmt.Errorf("count_distinct counts a field of at most %d values: a bool, a string with an enum, or an int with min and max; %s has more", MaxDistinct, f.Name)
 }
 
 func addExtreme(c *Cell, x Value, pick func(a, b int64) int64) {
@@ -170,7 +224,7 @@ func (v *View) Add(a Accumulator, r Row) {
 		if m.Arg != nil {
 			x = r[m.Arg.Index]
 		}
-		m.kind().add(&a[i], x)
+		m.kind().add(m, &a[i], x)
 	}
 }
 

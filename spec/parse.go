@@ -649,7 +649,7 @@ func (p *parser) window(v *View, n *yaml.Node) {
 var measureRE = regexp.MustCompile(`^\s*([a-z_]+)\s*(?:\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*\))?\s*$`)
 
 func (p *parser) measure(v *View, name string, n *yaml.Node) *Measure {
-	const hint = "write count, count_if(flag), sum(field), min(field) or max(field)"
+	const hint = "write count, count_if(flag), sum(field), min(field), max(field) or count_distinct(field)"
 	src, ok := p.scalar(n, "measure "+name, hint)
 	if !ok {
 		return nil
@@ -689,6 +689,19 @@ func (p *parser) measure(v *View, name string, n *yaml.Node) *Measure {
 	if k.arg == "bool" && out.Arg.Type != TypeBool {
 		p.add(n, "derive a bool field, like big: amount > 100, and "+string(kind)+"(big)", "%s needs a bool field, %s is %s", kind, arg, out.Arg.Type)
 		return nil
+	}
+	if k.arg == "few" {
+		if out.Arg.Derived != nil {
+			p.add(n, "count a contract field with few values, like an enum", "count_distinct counts a contract field, %s is derived", arg)
+			return nil
+		}
+		bit, err := distinctBits(v.Stream.Contract.Fields[out.Arg.Index])
+		if err != nil {
+			p.add(n, "declare an enum (at most 63 values) or min and max on the field", "%v", err)
+			return nil
+		}
+		out.bit = bit
+		return out
 	}
 	if k.arg == "number" && !out.Arg.Type.Numeric() {
 		p.add(n, "aggregate an int or decimal field", "%s needs an int or decimal field, %s is %s", kind, arg, out.Arg.Type)

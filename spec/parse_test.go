@@ -148,6 +148,8 @@ func TestSpecErrors(t *testing.T) {
 			"24:10: count takes no field",
 			`25:7: measure "window_start" clashes`,
 		}},
+		{"count_distinct of many values", goodStream + "views:\n  v:\n    stream: s\n    window: 1m\n    derive: {m: n * 2}\n    measures: {a: count_distinct(n), b: count_distinct(m)}\n",
+			[]string{"17:19: count_distinct counts a field of at most 63 values", "17:41: count_distinct counts a contract field, m is derived"}},
 		{"unknown stream", goodStream + "views:\n  v:\n    stream: t\n    window: 1m\n    measures: {c: count}\n",
 			[]string{`14:13: view v reads unknown stream "t"`}},
 		{"window longer than partition", goodStream + "views:\n  v:\n    stream: s\n    window: 2h\n    measures: {c: count}\n",

@@ -62,6 +62,8 @@ views:
       n: count
       i_sum: sum(i)
       e_min: min(e)
+      j_kinds: count_distinct(j)
+      b_kinds: count_distinct(b)
 `
 
 var agreeExprs = []string{
