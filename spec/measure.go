@@ -162,12 +162,24 @@ func distinctBits(f *Field) (func(Value) int, error) {
 			return 0
 		}, nil
 	case f.Type == TypeString && len(f.Enum) > 0 && len(f.Enum) <= MaxDistinct:
+		// A value not in the enum (a row written before a value was
+		// removed from it) cannot reach the speed layer. A few values are
+		// found faster by comparing than by hashing.
+		enum := f.Enum
+		if len(enum) <= 8 {
+			return func(x Value) int {
+				for i, e := range enum {
+					if e == x.Str {
+						return i
+					}
+				}
+				return 0
+			}, nil
+		}
 		index := map[string]int{}
-		for i, e := range f.Enum {
+		for i, e := range enum {
 			index[e] = i
 		}
-		// A value not in the enum (a row written before a value was
-		// removed from it) cannot reach the speed layer.
 		return func(x Value) int { return index[x.Str] }, nil
 	case (f.Type == TypeInt || f.Type == TypeDecimal) && f.Min != nil && f.Max != nil && *f.Max-*f.Min < MaxDistinct:
 		lo := *f.Min
