@@ -69,6 +69,11 @@ func (a *Activities) Optimize(ctx context.Context, in StreamInput) (OptimizeResu
 	if err != nil {
 		return res, fromLake(err)
 	}
+	// The rewrite is in the spec's columns: only if they can hold every
+	// row the lake has.
+	if err := lake.CheckContract(snap, st.Name, st.Contract); err != nil {
+		return res, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeSpec, err)
+	}
 	covered := timeProp(snap, lake.PropCovered)
 	files := byPartition(snap)
 	for _, path := range slices.Sorted(maps.Keys(files)) {
