@@ -30,14 +30,20 @@ func formatTime(t time.Time) string {
 // starting in the partition's last hop ends size-hop after it.
 func inputEnd(v *spec.View, p lake.Partition) time.Time { return p.End().Add(v.Reach()) }
 
+// inputStart is the start of the event times a view partition reads: an
+// event less than a session's gap before the partition decides whether a
+// session starts in it.
+func inputStart(v *spec.View, p lake.Partition) time.Time { return p.Start.Add(-v.Lookback()) }
+
 // SealedAt is when, in broker time, a view partition is sealed: the speed
 // layer has closed every window starting in it, and compaction covering
 // this instant has every event it received for them.
 func SealedAt(v *spec.View, p lake.Partition) time.Time { return p.End().Add(v.SealDelay()) }
 
-// viewPartitions are the partitions of v holding a window with an event of
-// the raw partitions given: a hopping window starting in the partition
-// before a raw one can hold its events.
+// viewPartitions are the partitions of v whose windows the events of the
+// raw partitions given can change: a window starting in a partition before
+// a raw one can hold its events, and an event near a partition's end
+// decides whether a session starts in the next.
 func viewPartitions(v *spec.View, raw []string) ([]lake.Partition, error) {
 	size := v.Stream.Partition
 	set := map[time.Time]lake.Partition{}
@@ -47,7 +53,7 @@ func viewPartitions(v *spec.View, raw []string) ([]lake.Partition, error) {
 			return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("cannot read raw table of stream %s: %v", v.Stream.Name, err), ErrTypeBadData, err)
 		}
 		first := lake.PartitionOf(q.Start.Add(-v.Reach()).UnixMicro(), size)
-		for p := first; p.Start.Before(q.End()); p = lake.PartitionOf(p.End().UnixMicro(), size) {
+		for p := first; p.Start.Before(q.End().Add(v.Lookback())); p = lake.PartitionOf(p.End().UnixMicro(), size) {
 			set[p.Start] = p
 		}
 	}
@@ -73,7 +79,7 @@ func (s *viewState) inputs(p lake.Partition) []lake.File {
 	size := s.view.Stream.Partition
 	end := inputEnd(s.view, p)
 	var out []lake.File
-	for q := p; q.Start.Before(end); q = lake.PartitionOf(q.End().UnixMicro(), size) {
+	for q := lake.PartitionOf(inputStart(s.view, p).UnixMicro(), size); q.Start.Before(end); q = lake.PartitionOf(q.End().UnixMicro(), size) {
 		out = append(out, s.rawFiles[q.Path()]...)
 	}
 	return out

@@ -17,7 +17,8 @@ import (
 
 // window is one row of a view: a window of one group.
 type window struct {
-	start    int64          // UTC microseconds
+	start    int64 // UTC microseconds, as is end
+	end      int64
 	dims     map[string]any // for the corrections' dims column
 	measures []*int64       // nil is SQL null; decimals in minor units
 }
@@ -26,8 +27,8 @@ type window struct {
 type windows map[string]*window
 
 // newWindow keys a window by its start and group values.
-func newWindow(v *spec.View, start int64, dims, measures []spec.Value) (*window, string) {
-	w := &window{start: start, dims: map[string]any{}}
+func newWindow(v *spec.View, start, end int64, dims, measures []spec.Value) (*window, string) {
+	w := &window{start: start, end: end, dims: map[string]any{}}
 	for i, c := range v.GroupBy {
 		switch {
 		case dims[i].Null:
@@ -92,7 +93,7 @@ func (a *Activities) readBatch(ctx context.Context, v *spec.View, files []lake.F
 		for i := range ms {
 			ms[i] = spec.ValueOf(vals[2+len(v.GroupBy)+i])
 		}
-		w, key := newWindow(v, vals[0].(time.Time).UnixMicro(), dims, ms)
+		w, key := newWindow(v, vals[0].(time.Time).UnixMicro(), vals[1].(time.Time).UnixMicro(), dims, ms)
 		out[key] = w
 	}
 	return out, rows.Err()
@@ -119,7 +120,7 @@ func dropBefore(ws windows, since time.Time) {
 func lastClose(v *spec.View, ws windows) time.Time {
 	var last int64 = math.MinInt64
 	for _, w := range ws {
-		last = max(last, v.ClosesAt(w.start))
+		last = max(last, v.ClosesAt(w.end))
 	}
 	if last == math.MinInt64 {
 		return time.Time{}
@@ -136,7 +137,7 @@ func (a *Activities) readSpeed(ctx context.Context, v *spec.View, lo, hi time.Ti
 	}
 	out := windows{}
 	for _, u := range ups {
-		w, key := newWindow(v, u.Start, u.Dims, u.Measures)
+		w, key := newWindow(v, u.Start, u.End, u.Dims, u.Measures)
 		out[key] = w
 	}
 	return out, nil
@@ -155,7 +156,6 @@ const (
 // speed layer never reached was not served by it.
 func diff(v *spec.View, kind string, old, new windows, closedBy, now time.Time) (*lake.Rows, int) {
 	rows := lake.NewRows(lake.CorrectionsSchema(), 0)
-	closed := closedBy.UnixMicro() - v.Horizon().Microseconds() // windows starting at or before this had closed
 	keys := slices.Sorted(maps.Keys(old))
 	for k := range new {
 		if _, ok := old[k]; !ok {
@@ -166,7 +166,7 @@ func diff(v *spec.View, kind string, old, new windows, closedBy, now time.Time) 
 	touched := 0
 	for _, k := range keys {
 		o, n := old[k], new[k]
-		if o == nil && n.start > closed {
+		if o == nil && v.ClosesAt(n.end) > closedBy.UnixMicro() {
 			continue
 		}
 		w := n
@@ -192,7 +192,7 @@ func diff(v *spec.View, kind string, old, new windows, closedBy, now time.Time) 
 				delta = spec.Value{Int: val(nv) - val(ov)}
 			}
 			rows.Append(spec.Value{Str: v.Name}, spec.Value{Str: kind},
-				spec.Value{Int: w.start}, spec.Value{Int: v.End(w.start)},
+				spec.Value{Int: w.start}, spec.Value{Int: w.end},
 				spec.Value{Str: string(dims)}, spec.Value{Str: m.Name},
 				nullable(ov), nullable(nv), delta, spec.Value{Int: now.UnixMicro()})
 		}

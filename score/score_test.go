@@ -32,6 +32,23 @@ func exampleSpec(t testing.TB) *spec.Spec {
 	return s
 }
 
+func newScorer(t testing.TB, s *spec.Spec) *Scorer {
+	t.Helper()
+	sc, err := New(s.Scoring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sc
+}
+
+func exampleMerchants() map[string]Merchant {
+	out := map[string]Merchant{}
+	for _, m := range payments.MerchantTable() {
+		out[m.ID] = Merchant{Category: m.Category, Risk: m.Risk}
+	}
+	return out
+}
+
 func payment(t testing.TB, s *spec.Spec, ev map[string]any) spec.Event {
 	t.Helper()
 	data, _ := json.Marshal(ev)
@@ -48,7 +65,7 @@ func payment(t testing.TB, s *spec.Spec, ev map[string]any) spec.Event {
 // marked fallback and rules needing history do not hold.
 func TestRules(t *testing.T) {
 	s := exampleSpec(t)
-	sc := New(s.Scoring)
+	sc := newScorer(t, s)
 	base := time.Now().UTC().Add(-time.Hour).Truncate(time.Hour)
 	pay := func(id, card, merchant, amount string, at time.Duration) map[string]any {
 		return map[string]any{"payment_id": id, "ts": base.Add(at).Format(time.RFC3339Nano), "card_id": card, "merchant_id": merchant,
@@ -110,10 +127,10 @@ func scorerStack(t testing.TB) (*nats.Conn, jetstream.JetStream, *spec.Spec) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := SeedMerchants(ctx, store); err != nil {
+	if err := SeedMerchants(ctx, store, exampleMerchants()); err != nil {
 		t.Fatal(err)
 	}
-	if err := SeedMerchants(ctx, store); err != nil { // once is enough; again is harmless
+	if err := SeedMerchants(ctx, store, exampleMerchants()); err != nil { // once is enough; again is harmless
 		t.Fatal(err)
 	}
 	db, err := lake.OpenDuckDB(ctx, "")
@@ -125,7 +142,7 @@ func scorerStack(t testing.TB) (*nats.Conn, jetstream.JetStream, *spec.Spec) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &Runner{Scorer: New(s.Scoring), NC: nc, JS: js, Loader: &Loader{Spec: s, Catalog: lake.NewCatalog(db, store, cache), Store: store}, Log: quiet}
+	r := &Runner{Scorer: newScorer(t, s), NC: nc, JS: js, Loader: &Loader{Spec: s, Catalog: lake.NewCatalog(db, store, cache), Store: store}, Log: quiet}
 	done := make(chan error, 1)
 	rctx, stop := contextWithCancel(t)
 	go func() { done <- r.Run(rctx) }()
@@ -265,7 +282,7 @@ func TestRequestReply(t *testing.T) {
 // seen.
 func TestScorerClockCannotBePoisoned(t *testing.T) {
 	s := exampleSpec(t)
-	sc := New(s.Scoring)
+	sc := newScorer(t, s)
 	now := time.Now().UTC()
 	pay := func(id, card string, ts time.Time) map[string]any {
 		return map[string]any{"payment_id": id, "ts": ts.Format(time.RFC3339Nano), "card_id": card, "merchant_id": "m-0001",
@@ -288,7 +305,7 @@ func TestScorerClockCannotBePoisoned(t *testing.T) {
 // every rule's threshold.
 func TestScorerStateBoundedPerCard(t *testing.T) {
 	s := exampleSpec(t)
-	sc := New(s.Scoring)
+	sc := newScorer(t, s)
 	now := time.Now().UTC()
 	var d Decision
 	for i := range 5000 {

@@ -64,6 +64,9 @@ type History struct {
 	AmountSum int64
 	AmountMax int64
 	Countries map[string]bool
+	// SessionMerchants is the most merchants in one of its sessions; -1
+	// when the lake has no session of the card (or no session view).
+	SessionMerchants int64
 }
 
 // Batch is the batch features of every card with history; a card not in it
@@ -76,7 +79,8 @@ type Merchant struct{ Category, Risk string }
 // Scorer holds the speed state and the loaded batch and reference features.
 // It is safe for concurrent use.
 type Scorer struct {
-	sc *spec.Scoring
+	sc    *spec.Scoring
+	rules *rules
 	// Field positions in the scored stream's events.
 	id, ts, card, merchant, country, amount int
 	amountScale                             int
@@ -107,8 +111,13 @@ const keep = 10 * time.Minute
 // any rule's threshold.
 const MaxRecentPerCard = 256
 
-// New returns a scorer for the spec's scoring section.
-func New(sc *spec.Scoring) *Scorer {
+// New returns a scorer for the spec's scoring section, or the problems
+// Check finds in it.
+func New(sc *spec.Scoring) (*Scorer, error) {
+	r, err := compile(sc)
+	if err != nil {
+		return nil, err
+	}
 	c := sc.Stream.Contract
 	idx := func(name string) int {
 		for i, f := range c.Fields {
@@ -118,10 +127,10 @@ func New(sc *spec.Scoring) *Scorer {
 		}
 		return -1
 	}
-	s := &Scorer{sc: sc, id: c.ID, ts: c.Time, card: idx("card_id"), merchant: idx("merchant_id"), country: idx("country"), amount: idx("amount"),
+	s := &Scorer{sc: sc, rules: r, id: c.ID, ts: c.Time, card: idx("card_id"), merchant: idx("merchant_id"), country: idx("country"), amount: idx("amount"),
 		cards: map[string][]recent{}, seen: map[string]int64{}, maxTS: math.MinInt64}
 	s.amountScale = c.Fields[s.amount].Scale
-	return s
+	return s, nil
 }
 
 // SetBatch installs batch features; nil marks them unavailable.
@@ -160,7 +169,7 @@ func (s *Scorer) Remember(ev spec.Event, received time.Time) {
 // then read from the stream).
 func (s *Scorer) Score(ev spec.Event, received time.Time) (d Decision, ok bool) {
 	v := ev.Values
-	row := s.sc.Row()
+	row := make(spec.Row, len(s.rules.cols))
 	copy(row, v)
 	f := len(v)
 	card, ts, amount := v[s.card].Str, v[s.ts].Int, v[s.amount].Int
@@ -189,36 +198,39 @@ func (s *Scorer) Score(ev spec.Event, received time.Time) (d Decision, ok bool) 
 	s.add(ev, received)
 	s.mu.Unlock()
 
-	row[f+0], row[f+1] = spec.Value{Int: n1}, spec.Value{Int: a1}
-	row[f+2], row[f+3] = spec.Value{Int: n5}, spec.Value{Int: a5}
-	row[f+4], row[f+5] = spec.Value{Int: int64(len(merchants))}, spec.Value{Int: int64(len(countries))}
-	for i := f + 6; i < len(row); i++ {
+	row[f+fPayments1m], row[f+fAmount1m] = spec.Value{Int: n1}, spec.Value{Int: a1}
+	row[f+fPayments5m], row[f+fAmount5m] = spec.Value{Int: n5}, spec.Value{Int: a5}
+	row[f+fMerchants10m], row[f+fCountries10m] = spec.Value{Int: int64(len(merchants))}, spec.Value{Int: int64(len(countries))}
+	for i := f + fPayments30d; i < len(row); i++ {
 		row[i] = spec.Value{Null: true}
 	}
 	fallback := false
 	if b := s.batch.Load(); b == nil {
 		fallback = true
 	} else if h := (*b)[card]; h == nil {
-		row[f+6] = spec.Value{Int: 0}
+		row[f+fPayments30d] = spec.Value{Int: 0}
 	} else {
-		row[f+6] = spec.Value{Int: h.Payments}
+		row[f+fPayments30d] = spec.Value{Int: h.Payments}
 		if h.Payments > 0 {
-			row[f+7] = spec.Value{Int: h.AmountSum / h.Payments}
+			row[f+fAvgAmount30d] = spec.Value{Int: h.AmountSum / h.Payments}
+			row[f+fMaxAmount30d] = spec.Value{Int: h.AmountMax}
+			row[f+fUsualCountry] = spec.Value{Bool: h.Countries[v[s.country].Str]}
 		}
-		row[f+8] = spec.Value{Int: h.AmountMax}
-		row[f+9] = spec.Value{Bool: h.Countries[v[s.country].Str]}
+		if h.SessionMerchants >= 0 {
+			row[f+fSessionMerchants30d] = spec.Value{Int: h.SessionMerchants}
+		}
 	}
 	d = Decision{PaymentID: v[s.id].Str, TS: time.UnixMicro(ts).UTC(), CardID: card, MerchantID: v[s.merchant].Str,
 		Country: v[s.country].Str, Amount: spec.FormatDecimal(amount, s.amountScale), Decision: Approved}
 	if m := s.merchants.Load(); m == nil {
 		fallback = true
 	} else if mm, ok := (*m)[d.MerchantID]; ok {
-		row[f+10], row[f+11] = spec.Value{Str: mm.Category}, spec.Value{Str: mm.Risk}
+		row[f+fMerchantCategory], row[f+fMerchantRisk] = spec.Value{Str: mm.Category}, spec.Value{Str: mm.Risk}
 		d.MerchantCategory = mm.Category
 	}
 	var reasons []string
-	for _, r := range s.sc.Rules {
-		if x := r.When.Eval(row); !x.Null && x.Bool {
+	for i, r := range s.sc.Rules {
+		if x := s.rules.when[i].Eval(row); !x.Null && x.Bool {
 			d.Score += r.Weight
 			reasons = append(reasons, r.Name)
 		}

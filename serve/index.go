@@ -135,7 +135,7 @@ func speedIndex(v *spec.View, ups []stream.Update) *rowIndex {
 	rows := make([][]any, len(ups))
 	for i, u := range ups {
 		r := make([]any, 0, 2+len(v.GroupBy)+len(v.Measures))
-		r = append(r, time.UnixMicro(u.Start).UTC(), time.UnixMicro(v.End(u.Start)).UTC())
+		r = append(r, time.UnixMicro(u.Start).UTC(), time.UnixMicro(u.End).UTC())
 		for j, c := range v.GroupBy {
 			r = append(r, driverValue(u.Dims[j], c.Type))
 		}

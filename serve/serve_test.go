@@ -238,7 +238,7 @@ func viewRows(t *testing.T, v *spec.View, rows []ViewRow) map[string]oracle.Row 
 			}
 			ms[i] = oracle.Render(x)
 		}
-		row := oracle.Row{Start: r.WindowStart, Dims: strings.Join(dims, "|"), Measures: strings.Join(ms, "|")}
+		row := oracle.Row{Start: r.WindowStart, End: r.WindowEnd, Dims: strings.Join(dims, "|"), Measures: strings.Join(ms, "|")}
 		key := oracle.Key(r.WindowStart, row.Dims)
 		if _, dup := out[key]; dup {
 			t.Errorf("view %s: window %s appears twice", v.Name, row)

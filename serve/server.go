@@ -279,7 +279,7 @@ func (s *Server) followSpeed(ctx context.Context, v *view) {
 		kv, err := s.cfg.JS.KeyValue(ctx, stream.ViewBucket(v.spec.Name))
 		var w jetstream.KeyWatcher
 		if err == nil {
-			w, err = kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+			w, err = kv.WatchAll(ctx) // a session merged away deletes its key
 		}
 		if err != nil {
 			log.Warn("cannot follow the speed layer's windows; retrying", "bucket", stream.ViewBucket(v.spec.Name), "err", err)
@@ -304,7 +304,12 @@ func (s *Server) followSpeed(ctx context.Context, v *view) {
 				continue
 			}
 			s.speedMu.Lock()
-			if u := se.Window; !se.IsWatermark && (u.Start >= v.tideline.UnixMicro() || v.tideline.IsZero()) {
+			if se.Gone {
+				if _, ok := v.speed[e.Key()]; ok {
+					delete(v.speed, e.Key())
+					v.dirty = true
+				}
+			} else if u := se.Window; !se.IsWatermark && (u.Start >= v.tideline.UnixMicro() || v.tideline.IsZero()) {
 				v.speed[u.Key()] = u
 				v.dirty = true
 			}
@@ -557,7 +562,7 @@ func (s *Server) swapSpeed(ctx context.Context, conn *sql.Conn, v *view, tidelin
 		}
 		vals := make([]driver.Value, 0, 2+len(v.spec.GroupBy)+len(v.spec.Measures))
 		for _, u := range rows {
-			vals = append(vals[:0], time.UnixMicro(u.Start).UTC(), time.UnixMicro(v.spec.End(u.Start)).UTC())
+			vals = append(vals[:0], time.UnixMicro(u.Start).UTC(), time.UnixMicro(u.End).UTC())
 			for i, c := range v.spec.GroupBy {
 				vals = append(vals, driverValue(u.Dims[i], c.Type))
 			}

@@ -80,8 +80,10 @@ func (s *Server) serveStats(w http.ResponseWriter, r *http.Request) {
 type ViewInfo struct {
 	Name     string       `json:"name"`
 	Stream   string       `json:"stream"`
-	Size     string       `json:"size"`
-	Hop      string       `json:"hop"`
+	Size     string       `json:"size,omitempty"`
+	Hop      string       `json:"hop,omitempty"`
+	Session  string       `json:"session,omitempty"` // a session view's gap
+	Max      string       `json:"max,omitempty"`     // and its longest span
 	Dims     []ColumnInfo `json:"dims"`
 	Measures []ColumnInfo `json:"measures"`
 }
@@ -101,7 +103,12 @@ type ColumnInfo struct {
 func (s *Server) serveViewList(w http.ResponseWriter, _ *http.Request) {
 	out := []ViewInfo{}
 	for _, v := range s.cfg.Spec.Views {
-		vi := ViewInfo{Name: v.Name, Stream: v.Stream.Name, Size: v.Size.String(), Hop: v.Hop.String(), Dims: []ColumnInfo{}}
+		vi := ViewInfo{Name: v.Name, Stream: v.Stream.Name, Dims: []ColumnInfo{}}
+		if v.Session() {
+			vi.Session, vi.Max = v.Gap.String(), v.Max.String()
+		} else {
+			vi.Size, vi.Hop = v.Size.String(), v.Hop.String()
+		}
 		for _, c := range v.GroupBy {
 			vi.Dims = append(vi.Dims, ColumnInfo{Name: c.Name, Type: c.Type.String()})
 		}

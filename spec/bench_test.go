@@ -59,7 +59,7 @@ func BenchmarkViewAdd(b *testing.B) {
 			continue
 		}
 		starts = v.Assign(row[c.Time].Int, starts[:0])
-		v.Add(acc, row)
+		v.Add(acc, row, nil)
 	}
 }
 

@@ -20,6 +20,10 @@ const (
 	// max close together): its cell holds them as a bit set, so it merges
 	// exactly, and DuckDB's count(DISTINCT x) gives the same number.
 	CountDistinct MeasureKind = "count_distinct"
+	// ApproxCountDistinct estimates the distinct non-null values of any
+	// field with a HyperLogLog sketch (hll.go) that both engines compute
+	// alike: the speed and batch values of a window are the same number.
+	ApproxCountDistinct MeasureKind = "approx_count_distinct"
 )
 
 // MaxDistinct is how many values a count_distinct field may have.
@@ -37,7 +41,8 @@ type Measure struct {
 }
 
 // Cell is the running state of one measure: N rows contributed a value,
-// V is the kind's running value. It merges exactly.
+// V is the kind's running value (for a sketch, its number in the engine's
+// Sketches). It merges exactly.
 type Cell struct {
 	N int64
 	V int64
@@ -49,36 +54,42 @@ type Cell struct {
 // Both engines read this table, so a new measure is one entry here.
 type measureKind struct {
 	// arg says what field the measure takes: "" none, "bool", "number",
-	// "few" (a contract field of at most MaxDistinct values).
+	// "few" (a contract field of at most MaxDistinct values), "any".
 	arg string
 	// add folds one row's argument (the zero Value when arg is "") into c.
-	add func(m *Measure, c *Cell, x Value)
+	add func(m *Measure, c *Cell, x Value, sk *Sketches)
 	// merge folds cell o into c.
-	merge func(c *Cell, o Cell)
+	merge func(c *Cell, o Cell, sk *Sketches)
 	// final is the measure's value of a cell.
-	final func(c Cell) Value
+	final func(c Cell, sk *Sketches) Value
+	// sketch says the cell holds a Sketch, to release with its window.
+	sketch bool
 	// sql aggregates the argument column x (unused when arg is "").
 	sql func(x string) string
+	// rowSQL, when set, adds columns to each row before the aggregate, in
+	// two selects (first, then second), given the argument column x of
+	// type t and the row's window and group as a PARTITION BY list.
+	rowSQL func(x string, t Type, part string) (first, second string)
 	// typ is the result's type, given the argument's.
 	typ func(arg *Column) (Type, int)
 }
 
-func sumCells(c *Cell, o Cell) { c.N, c.V = c.N+o.N, c.V+o.V }
+func sumCells(c *Cell, o Cell, _ *Sketches) { c.N, c.V = c.N+o.N, c.V+o.V }
 
 // nullIfEmpty is the value of a measure over no non-null value: null, as
 // in SQL.
-func nullIfEmpty(c Cell) Value {
+func nullIfEmpty(c Cell, _ *Sketches) Value {
 	if c.N == 0 {
 		return Value{Null: true}
 	}
 	return Value{Int: c.V}
 }
 
-func counted(c Cell) Value              { return Value{Int: c.V} }
+func counted(c Cell, _ *Sketches) Value { return Value{Int: c.V} }
 func intResult(*Column) (Type, int)     { return TypeInt, 0 }
 func argResult(arg *Column) (Type, int) { return arg.Type, arg.Scale }
-func extreme(pick func(a, b int64) int64) func(c *Cell, o Cell) {
-	return func(c *Cell, o Cell) {
+func extreme(pick func(a, b int64) int64) func(c *Cell, o Cell, _ *Sketches) {
+	return func(c *Cell, o Cell, _ *Sketches) {
 		switch {
 		case o.N == 0:
 			return
@@ -96,13 +107,13 @@ func maxInt(a, b int64) int64 { return max(a, b) }
 
 var measureKinds = map[MeasureKind]*measureKind{
 	Count: {
-		add:   func(_ *Measure, c *Cell, _ Value) { c.N++; c.V++ },
+		add:   func(_ *Measure, c *Cell, _ Value, _ *Sketches) { c.N++; c.V++ },
 		merge: sumCells, final: counted, typ: intResult,
 		sql: func(string) string { return "count(*)" },
 	},
 	CountIf: {
 		arg: "bool",
-		add: func(_ *Measure, c *Cell, x Value) {
+		add: func(_ *Measure, c *Cell, x Value, _ *Sketches) {
 			c.N++
 			if !x.Null && x.Bool {
 				c.V++
@@ -113,7 +124,7 @@ var measureKinds = map[MeasureKind]*measureKind{
 	},
 	Sum: {
 		arg: "number",
-		add: func(_ *Measure, c *Cell, x Value) {
+		add: func(_ *Measure, c *Cell, x Value, _ *Sketches) {
 			if !x.Null {
 				c.N++
 				c.V += x.Int
@@ -125,28 +136,50 @@ var measureKinds = map[MeasureKind]*measureKind{
 	},
 	Min: {
 		arg:   "number",
-		add:   func(_ *Measure, c *Cell, x Value) { addExtreme(c, x, minInt) },
+		add:   func(_ *Measure, c *Cell, x Value, _ *Sketches) { addExtreme(c, x, minInt) },
 		merge: extreme(minInt), final: nullIfEmpty, typ: argResult,
 		sql: func(x string) string { return "min(" + x + ")" },
 	},
 	Max: {
 		arg:   "number",
-		add:   func(_ *Measure, c *Cell, x Value) { addExtreme(c, x, maxInt) },
+		add:   func(_ *Measure, c *Cell, x Value, _ *Sketches) { addExtreme(c, x, maxInt) },
 		merge: extreme(maxInt), final: nullIfEmpty, typ: argResult,
 		sql: func(x string) string { return "max(" + x + ")" },
 	},
 	CountDistinct: {
 		arg: "few",
-		add: func(m *Measure, c *Cell, x Value) {
+		add: func(m *Measure, c *Cell, x Value, _ *Sketches) {
 			if !x.Null {
 				c.N++
 				c.V |= 1 << m.bit(x)
 			}
 		},
-		merge: func(c *Cell, o Cell) { c.N, c.V = c.N+o.N, c.V|o.V },
-		final: func(c Cell) Value { return Value{Int: int64(bits.OnesCount64(uint64(c.V)))} },
+		merge: func(c *Cell, o Cell, _ *Sketches) { c.N, c.V = c.N+o.N, c.V|o.V },
+		final: func(c Cell, _ *Sketches) Value { return Value{Int: int64(bits.OnesCount64(uint64(c.V)))} },
 		typ:   intResult,
 		sql:   func(x string) string { return "count(DISTINCT " + x + ")" },
+	},
+	ApproxCountDistinct: {
+		arg: "any",
+		add: func(m *Measure, c *Cell, x Value, sk *Sketches) {
+			if !x.Null {
+				c.N++
+				sk.of(c).add(HLLHash(hllText(x, m.Arg.Type)))
+			}
+		},
+		merge: func(c *Cell, o Cell, sk *Sketches) {
+			if o.V > 0 {
+				c.N += o.N
+				sk.of(c).merge(sk.All[o.V-1])
+			}
+		},
+		final: func(c Cell, sk *Sketches) Value {
+			if c.V == 0 {
+				return Value{Int: 0}
+			}
+			return Value{Int: sk.All[c.V-1].Estimate()}
+		},
+		sketch: true, typ: intResult, sql: hllSQL, rowSQL: hllRowSQL,
 	},
 }
 
@@ -216,8 +249,9 @@ func (m *Measure) kind() *measureKind {
 func (m *Measure) Type() (Type, int) { return m.kind().typ(m.Arg) }
 
 // Merge folds cell o into c, as the measure merges: the same window of two
-// partitions, or two processes.
-func (m *Measure) Merge(c *Cell, o Cell) { m.kind().merge(c, o) }
+// partitions, or two processes. sk holds the cells' sketches; o's is left
+// as it was.
+func (m *Measure) Merge(c *Cell, o Cell, sk *Sketches) { m.kind().merge(c, o, sk) }
 
 // SQL is the measure's DuckDB aggregate over the column x holding its
 // argument.
@@ -229,25 +263,45 @@ type Accumulator []Cell
 // NewAccumulator returns the empty state for v.
 func (v *View) NewAccumulator() Accumulator { return make(Accumulator, len(v.Measures)) }
 
-// Add folds one prepared row into the state.
-func (v *View) Add(a Accumulator, r Row) {
+// Add folds one prepared row into the state; sk holds its sketches.
+func (v *View) Add(a Accumulator, r Row, sk *Sketches) {
 	for i, m := range v.Measures {
 		var x Value
 		if m.Arg != nil {
 			x = r[m.Arg.Index]
 		}
-		m.kind().add(m, &a[i], x)
+		m.kind().add(m, &a[i], x, sk)
 	}
 }
 
 // Values returns the measures' results; a sum, min or max over no non-null
 // value is null, as in SQL.
-func (v *View) Values(a Accumulator) []Value { return v.AppendValues(nil, a) }
+func (v *View) Values(a Accumulator, sk *Sketches) []Value { return v.AppendValues(nil, a, sk) }
 
 // AppendValues appends the measures' results to dst, as Values returns them.
-func (v *View) AppendValues(dst []Value, a Accumulator) []Value {
+func (v *View) AppendValues(dst []Value, a Accumulator, sk *Sketches) []Value {
 	for i, m := range v.Measures {
-		dst = append(dst, m.kind().final(a[i]))
+		dst = append(dst, m.kind().final(a[i], sk))
 	}
 	return dst
+}
+
+// Sketched reports whether a measure of the view keeps a sketch.
+func (v *View) Sketched() bool {
+	for _, m := range v.Measures {
+		if m.kind().sketch {
+			return true
+		}
+	}
+	return false
+}
+
+// Release gives back the sketches of a window's state, which is then
+// empty of them: the window closed, or merged into another.
+func (v *View) Release(a Accumulator, sk *Sketches) {
+	for i, m := range v.Measures {
+		if m.kind().sketch {
+			sk.release(&a[i])
+		}
+	}
 }

@@ -512,7 +512,7 @@ func (p *parser) view(s *Spec, name string, n *yaml.Node) *View {
 	if rn := nodes["retention"]; rn != nil {
 		v.Retention, _ = p.duration(rn, "retention", time.Hour)
 	}
-	if v.Size > 0 && v.Hop > 0 && nodes["window"] != nil {
+	if v.Size > 0 && v.Hop > 0 && !v.Session() && nodes["window"] != nil {
 		part := v.Stream.Partition
 		if v.Size > part || part%v.Hop != 0 {
 			p.add(nodes["window"], fmt.Sprintf("use a window no longer than the partition (%s) whose hop divides it", part),
@@ -620,25 +620,49 @@ func (p *parser) columnHint(v *View, name string) string {
 	return suggest(name, names, "fields are")
 }
 
+// MaxSession is the longest a session's max may be: it bounds how long
+// after a partition ends it is sealed.
+const MaxSession = 24 * time.Hour
+
 func (p *parser) window(v *View, n *yaml.Node) {
+	before := len(p.errs)
 	if n.Kind == yaml.ScalarNode {
 		v.Size, _ = p.duration(n, "window", time.Second)
 		v.Hop = v.Size
 	} else {
-		p.mapping(n, "window", []string{"size", "hop"}, []string{"size"}, func(key string, k, val *yaml.Node) {
+		p.mapping(n, "window", []string{"size", "hop", "session", "max"}, nil, func(key string, k, val *yaml.Node) {
 			d, _ := p.duration(val, "window "+key, time.Second)
-			if key == "size" {
+			switch key {
+			case "size":
 				v.Size = d
-			} else {
+			case "hop":
 				v.Hop = d
+			case "session":
+				v.Gap = d
+			case "max":
+				v.Max = d
 			}
 		})
 		if v.Hop == 0 {
 			v.Hop = v.Size
 		}
 	}
+	const hint = "write window: 5m, window: {size: 5m, hop: 1m} or window: {session: 5m, max: 1h}"
 	switch {
+	case len(p.errs) > before:
+	case v.Gap > 0 || v.Max > 0:
+		switch {
+		case v.Size > 0:
+			p.add(n, hint, "a window is fixed (size) or a session, not both")
+		case v.Gap == 0 || v.Max == 0:
+			p.add(n, "give a session both its gap and its longest span, like {session: 5m, max: 1h}", "session window needs session and max")
+		case v.Gap%time.Second != 0 || v.Max%time.Second != 0:
+			p.add(n, "use whole seconds", "session gap and max must be whole seconds")
+		case v.Gap >= v.Max || v.Max > MaxSession:
+			p.add(n, fmt.Sprintf("use a max longer than the gap and at most %s", MaxSession), "session max %s does not fit gap %s", v.Max, v.Gap)
+		}
 	case v.Size == 0:
+		p.add(n, hint, "window has no size")
 	case v.Size%time.Second != 0 || v.Hop%time.Second != 0:
 		p.add(n, "use whole seconds", "window size and hop must be whole seconds")
 	case v.Hop > v.Size || v.Size%v.Hop != 0:
@@ -649,7 +673,7 @@ func (p *parser) window(v *View, n *yaml.Node) {
 var measureRE = regexp.MustCompile(`^\s*([a-z_]+)\s*(?:\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*\))?\s*$`)
 
 func (p *parser) measure(v *View, name string, n *yaml.Node) *Measure {
-	const hint = "write count, count_if(flag), sum(field), min(field), max(field) or count_distinct(field)"
+	const hint = "write count, count_if(flag), sum(field), min(field), max(field), count_distinct(field) or approx_count_distinct(field)"
 	src, ok := p.scalar(n, "measure "+name, hint)
 	if !ok {
 		return nil
@@ -697,7 +721,7 @@ func (p *parser) measure(v *View, name string, n *yaml.Node) *Measure {
 		}
 		bit, err := distinctBits(v.Stream.Contract.Fields[out.Arg.Index])
 		if err != nil {
-			p.add(n, "declare an enum (at most 63 values) or min and max on the field", "%v", err)
+			p.add(n, "declare an enum (at most 63 values) or min and max on the field, or estimate with approx_count_distinct("+arg+")", "%v", err)
 			return nil
 		}
 		out.bit = bit

@@ -2,7 +2,6 @@ package spec
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -68,28 +67,44 @@ func (v *View) Dims(r Row) []Value {
 // once. Its columns are window_start and window_end (TIMESTAMPTZ), the
 // group-by columns, then the measures, ordered by window and dimensions.
 func (v *View) SQL(input string) string {
-	base, join, start := v.StartSQL(QuoteIdent(v.Stream.Contract.Fields[v.Stream.Contract.Time].Name))
-	size := strconv.FormatInt(v.Size.Microseconds(), 10)
-	var inner []string
-	inner = append(inner, base+" AS __base")
+	ts := QuoteIdent(v.Stream.Contract.Fields[v.Stream.Contract.Time].Name)
+	var inner, by []string
 	for _, c := range v.GroupBy {
 		inner = append(inner, columnSQL(c)+" AS "+QuoteIdent(c.Name))
+		by = append(by, QuoteIdent(c.Name))
 	}
 	for i, m := range v.Measures {
 		if m.Arg != nil {
 			inner = append(inner, fmt.Sprintf("%s AS __m%d", columnSQL(m.Arg), i))
 		}
 	}
-	from := "(SELECT " + strings.Join(inner, ", ") + " FROM " + input
-	if v.Filter != nil {
-		from += " WHERE " + v.Filter.SQL()
+	// rel is each row in each of its windows, with the window's bounds as
+	// __start and __end.
+	var rel string
+	if v.Session() {
+		inner = append(inner, "epoch_us("+ts+") AS __t")
+		rel = v.SessionsSQL("(SELECT "+strings.Join(inner, ", ")+" FROM "+input+v.whereSQL()+")", by)
+	} else {
+		base, join, start := v.StartSQL(ts)
+		inner = append(inner, base+" AS __base")
+		rel = fmt.Sprintf("SELECT *, %s AS __start, %s + %d AS __end FROM (SELECT %s FROM %s%s) AS __e%s",
+			start, start, v.Size.Microseconds(), strings.Join(inner, ", "), input, v.whereSQL(), join)
 	}
-	from += ") AS __e" + join
-	outer := []string{
-		"make_timestamptz(" + start + ") AS window_start",
-		"make_timestamptz(" + start + " + " + size + ") AS window_end",
+	// Measures that look at rows of their window before aggregating them
+	// (approx_count_distinct's registers) add columns, two selects deep.
+	var first, second []string
+	part := strings.Join(append([]string{"__start"}, by...), ", ")
+	for i, m := range v.Measures {
+		if rs := m.kind().rowSQL; rs != nil {
+			f, s := rs(fmt.Sprintf("__m%d", i), m.Arg.Type, part)
+			first, second = append(first, f), append(second, s)
+		}
 	}
-	group := []string{start}
+	if len(first) > 0 {
+		rel = fmt.Sprintf("SELECT *, %s FROM (SELECT *, %s FROM (%s))", strings.Join(second, ", "), strings.Join(first, ", "), rel)
+	}
+	outer := []string{"make_timestamptz(__start) AS window_start", "make_timestamptz(__end) AS window_end"}
+	group := []string{"__start", "__end"}
 	order := []string{"window_start"}
 	for _, c := range v.GroupBy {
 		outer = append(outer, QuoteIdent(c.Name))
@@ -99,8 +114,15 @@ func (v *View) SQL(input string) string {
 	for i, m := range v.Measures {
 		outer = append(outer, m.SQL(fmt.Sprintf("__m%d", i))+" AS "+QuoteIdent(m.Name))
 	}
-	return "SELECT " + strings.Join(outer, ", ") + " FROM " + from +
+	return "SELECT " + strings.Join(outer, ", ") + " FROM (" + rel + ")" +
 		" GROUP BY " + strings.Join(group, ", ") + " ORDER BY " + strings.Join(order, ", ")
+}
+
+func (v *View) whereSQL() string {
+	if v.Filter == nil {
+		return ""
+	}
+	return " WHERE " + v.Filter.SQL()
 }
 
 func columnSQL(c *Column) string {

@@ -2,7 +2,9 @@ package spec
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -12,17 +14,39 @@ import (
 // to windows the same way. The speed layer, the batch layer and serve ask
 // it; none does window arithmetic of its own.
 //
-// Windows are aligned to the Unix epoch: a window starts every Hop and
-// lasts Size (Hop == Size is tumbling). Times are UTC microseconds.
+// There are two kinds. Fixed windows are aligned to the Unix epoch: a
+// window starts every Hop and lasts Size (Hop == Size is tumbling). Session
+// windows (Gap > 0) are a group's runs of events with less than Gap between
+// one and the next; a session starts at its first event and ends Gap after
+// its last. No session crosses a multiple of Max since the epoch (as web
+// analytics end sessions at midnight), so none is longer than Max, a
+// partition's sessions reach at most Max past it, and a session is the
+// merge of what its events added: a late or out-of-order event that bridges
+// two sessions merges them exactly. Times are UTC microseconds.
 type Window struct {
-	Size, Hop time.Duration
+	Size, Hop time.Duration // fixed windows
+	Gap, Max  time.Duration // session windows
 	// Lateness is how long after the watermark passes a window's end the
 	// window still accepts events.
 	Lateness time.Duration
 }
 
-// Tumbling reports whether windows do not overlap.
+// Session reports whether the windows are sessions.
+func (w Window) Session() bool { return w.Gap > 0 }
+
+// Tumbling reports whether fixed windows do not overlap.
 func (w Window) Tumbling() bool { return w.Hop == w.Size }
+
+// String describes the windows as the spec writes them.
+func (w Window) String() string {
+	switch {
+	case w.Session():
+		return fmt.Sprintf("session %s (at most %s)", w.Gap, w.Max)
+	case w.Tumbling():
+		return w.Size.String()
+	}
+	return w.Size.String() + " every " + w.Hop.String()
+}
 
 // PerEvent is how many windows each event falls in.
 func (w Window) PerEvent() int { return int(w.Size / w.Hop) }
@@ -44,18 +68,51 @@ func (w Window) LatestStart(ts int64) int64 { return ts - floorMod(ts, w.Hop.Mic
 
 func floorMod(a, m int64) int64 { return ((a % m) + m) % m }
 
-// End is the end of the window starting at start.
+// End is the end of the fixed window starting at start.
 func (w Window) End(start int64) int64 { return start + w.Size.Microseconds() }
 
-// Horizon is how long after its start a window closes: size + lateness.
-func (w Window) Horizon() time.Duration { return w.Size + w.Lateness }
+// Horizon is at most how long after its start a window closes: size +
+// lateness, or for sessions max + lateness.
+func (w Window) Horizon() time.Duration {
+	if w.Session() {
+		return w.Max + w.Lateness
+	}
+	return w.Size + w.Lateness
+}
 
-// ClosesAt is the watermark at which the window starting at start closes.
-func (w Window) ClosesAt(start int64) int64 { return start + w.Horizon().Microseconds() }
+// ClosesAt is the watermark at which the window ending at end closes.
+func (w Window) ClosesAt(end int64) int64 { return end + w.Lateness.Microseconds() }
 
 // Reach is how far past a partition's end the windows starting in it read
-// events: the last of them starts one hop before the end.
-func (w Window) Reach() time.Duration { return w.Size - w.Hop }
+// events: the last fixed window starts one hop before the end; a session
+// ends at most Max after its start.
+func (w Window) Reach() time.Duration {
+	if w.Session() {
+		return w.Max
+	}
+	return w.Size - w.Hop
+}
+
+// Lookback is how far before a partition's start events decide which of
+// its windows there are: an event less than Gap before a session's first
+// would have joined it.
+func (w Window) Lookback() time.Duration { return w.Gap }
+
+// SessionSpan is the start of the Max-long span of time ts falls in: no
+// session crosses the end of it.
+func (w Window) SessionSpan(ts int64) int64 { return ts - floorMod(ts, w.Max.Microseconds()) }
+
+// SessionEnd is the end of the session whose last event is at last.
+func (w Window) SessionEnd(last int64) int64 {
+	return min(last+w.Gap.Microseconds(), w.SessionSpan(last)+w.Max.Microseconds())
+}
+
+// Joins reports whether an event at ts joins the session [start, last]:
+// it lies in the same span, less than Gap from the session's events.
+func (w Window) Joins(ts, start, last int64) bool {
+	gap := w.Gap.Microseconds()
+	return ts > start-gap && ts < last+gap && w.SessionSpan(ts) == w.SessionSpan(start)
+}
 
 // SealDelay is how long after a partition's end (in broker time) the
 // partition is sealed for the view: the windows starting in it reach past
@@ -65,7 +122,38 @@ func (v *View) SealDelay() time.Duration {
 	return v.Reach() + v.Lateness + v.Stream.OutOfOrderness + v.Stream.IdleTimeout
 }
 
-// Starts returns the window starts in [lo, hi), in order.
+// keyGrain is how finely a session's key prefix places its start.
+const keyGrain = int64(60e6)
+
+// KeyPrefix is the first token of the speed layer's key of the window
+// starting at start: the start itself for fixed windows, the minute it
+// falls in for sessions, so that a reader can ask for a range of windows
+// by a few subject filters (KeyPrefixes). The key of a session adds its
+// start as a second token.
+func (w Window) KeyPrefix(start int64) string {
+	if w.Session() {
+		return strconv.FormatInt(start-floorMod(start, keyGrain), 10) + "." + strconv.FormatInt(start, 10)
+	}
+	return strconv.FormatInt(start, 10)
+}
+
+// KeyPrefixes are the first key tokens of every window that can start in
+// [lo, hi); for sessions some of the keys start outside it.
+func (w Window) KeyPrefixes(lo, hi int64) []string {
+	var out []string
+	if w.Session() {
+		for s := lo - floorMod(lo, keyGrain); s < hi; s += keyGrain {
+			out = append(out, strconv.FormatInt(s, 10))
+		}
+		return out
+	}
+	for _, s := range w.Starts(lo, hi) {
+		out = append(out, strconv.FormatInt(s, 10))
+	}
+	return out
+}
+
+// Starts returns the fixed window starts in [lo, hi), in order.
 func (w Window) Starts(lo, hi int64) []int64 {
 	hop := w.Hop.Microseconds()
 	var out []int64
@@ -88,6 +176,24 @@ func (w Window) StartSQL(ts string) (base, join, start string) {
 		return base, "", "__base"
 	}
 	return base, fmt.Sprintf(" CROSS JOIN range(0, %d) AS __k(k)", w.PerEvent()), "(__base - __k.k * " + hop + ")"
+}
+
+// SessionsSQL finds the sessions of rel in DuckDB: rel is a relation with
+// the event time as the BIGINT column __t (microseconds) and the group-by
+// columns by. It returns rel's rows with the start and end of the session
+// each is in, as __start and __end: a row starts a session when no row of
+// its group and span is less than Gap before it. Rows at the same time are
+// peers of one window frame, so they fall in one session whatever order
+// DuckDB sorts them in.
+func (w Window) SessionsSQL(rel string, by []string) string {
+	m := strconv.FormatInt(w.Max.Microseconds(), 10)
+	gap := strconv.FormatInt(w.Gap.Microseconds(), 10)
+	part := strings.Join(append(slices.Clone(by), "__span"), ", ")
+	spans := fmt.Sprintf("SELECT *, __t - (((__t %% %s) + %s) %% %s) AS __span FROM %s", m, m, m, rel)
+	starts := fmt.Sprintf("SELECT *, CAST(coalesce(__t - lag(__t) OVER (PARTITION BY %s ORDER BY __t) >= %s, true) AS INTEGER) AS __new FROM (%s)", part, gap, spans)
+	ids := fmt.Sprintf("SELECT *, sum(__new) OVER (PARTITION BY %s ORDER BY __t) AS __sid FROM (%s)", part, starts)
+	return fmt.Sprintf("SELECT *, min(__t) OVER (PARTITION BY %s, __sid) AS __start, least(max(__t) OVER (PARTITION BY %s, __sid) + %s, __span + %s) AS __end FROM (%s)",
+		part, part, gap, m, ids)
 }
 
 // MembershipsSQL is a DuckDB expression counting the windows starting in

@@ -52,8 +52,8 @@ func TestWindowAgreesWithItsSQL(t *testing.T) {
 				for _, s := range want {
 					if s >= lo && s < hi {
 						in++
-						if w.End(s) != s+w.Size.Microseconds() || w.ClosesAt(s) != w.End(s)+w.Lateness.Microseconds() {
-							t.Fatalf("window %d: end %d, closes at %d", s, w.End(s), w.ClosesAt(s))
+						if w.End(s) != s+w.Size.Microseconds() || w.ClosesAt(w.End(s)) != w.End(s)+w.Lateness.Microseconds() {
+							t.Fatalf("window %d: end %d, closes at %d", s, w.End(s), w.ClosesAt(w.End(s)))
 						}
 					}
 				}

@@ -68,8 +68,27 @@ func BenchmarkOperator(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	benchOperator(b, s.Stream("payments"))
+}
+
+// BenchmarkOperatorFixedViews is BenchmarkOperator without the example's
+// session view (card sessions, with an approx_count_distinct of merchants):
+// what that view costs is the difference.
+func BenchmarkOperatorFixedViews(b *testing.B) {
+	s, err := spec.Load("../examples/payments/tideline.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	st := fixedOnly(s.Stream("payments"))
+	if len(st.Views) == len(s.Stream("payments").Views) {
+		b.Fatal("the example has no session view to leave out")
+	}
+	benchOperator(b, st)
+}
+
+func benchOperator(b *testing.B, st *spec.Stream) {
 	events := benchPayments(b, 1<<20)
-	op := NewOperator(s.Stream("payments"))
+	op := NewOperator(st)
 	var updates []Update
 	b.SetBytes(int64(len(events.at(0))))
 	b.ReportAllocs()
@@ -80,7 +99,7 @@ func BenchmarkOperator(b *testing.B) {
 		}
 		i++
 		if i%events.len() == 0 {
-			op = NewOperator(s.Stream("payments")) // a second pass would be all duplicates
+			op = NewOperator(st) // a second pass would be all duplicates
 		}
 		if i%5000 == 0 { // the processor drains every flush interval
 			updates = op.Drain(updates[:0])

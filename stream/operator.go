@@ -30,10 +30,14 @@ const (
 type Update struct {
 	View     *spec.View
 	Start    int64 // UTC microseconds
+	End      int64
 	Dims     []spec.Value
 	Measures []spec.Value
 	Final    bool
-	group    *group // set by Drain: the processor names windows by it
+	// Gone says the window is no more: a session that merged into another,
+	// or that an earlier event moved the start of. Its key is deleted.
+	Gone  bool
+	group *group // set by Drain: the processor names windows by it
 }
 
 // windowID names a window of an operator's without building its key: the
@@ -52,8 +56,9 @@ func (u *Update) id() windowID { return windowID{u.group, u.Start} }
 // reads no further pointer.
 type group struct {
 	dims []spec.Value // strings cloned: an event's are borrowed from its message
-	// wins holds the windows, stride words each: the start, a dirty flag,
-	// then the spec.Cell (count, value) of each measure.
+	// wins holds the windows, stride words each: the start, flags, for a
+	// session the time of its last event, then the spec.Cell (count,
+	// value) of each measure.
 	wins  []int64
 	dirty bool // on the view's dirty list
 }
@@ -61,12 +66,21 @@ type group struct {
 // The words of a window in group.wins.
 const (
 	winStart = iota
-	winDirty
-	winCells // first of the cells
+	winFlags
+	winCells // first of the cells of a fixed window
+	winLast  = winCells
 )
 
-func (g *group) cells(at, measures int) spec.Accumulator {
-	return unsafe.Slice((*spec.Cell)(unsafe.Pointer(&g.wins[at+winCells])), measures)
+// The flags of a window.
+const (
+	flagDirty   = 1 << iota // changed since the last Drain
+	flagFinal               // a session reported final, kept until no on-time event can touch it
+	flagEmitted             // a session reported at least once (its key may be in the bucket)
+)
+
+// cells is the accumulator of the window at word at of g.
+func (vs *viewState) cells(g *group, at int) spec.Accumulator {
+	return unsafe.Slice((*spec.Cell)(unsafe.Pointer(&g.wins[at+vs.cellsAt])), len(vs.v.Measures))
 }
 
 type viewState struct {
@@ -81,7 +95,13 @@ type viewState struct {
 	hop      int64 // microseconds
 	span     int64 // (size/hop - 1) * hop: the oldest window an event is in starts this far before the latest
 	stride   int   // words per window in group.wins
+	cellsAt  int   // word of a window's first cell
+	sketched bool  // a measure keeps a sketch (spec.View.Sketched)
 	found    []bool
+	// Sessions: the next watermark at which a session closes or a closed
+	// one can be forgotten, and the windows gone since the last Drain.
+	next int64
+	gone []Update
 	// since is the first event time from which the view has seen every
 	// event: windows starting at or after it are the speed layer's; those
 	// before were never held (the view is newer than them). MinInt64 when
@@ -127,6 +147,8 @@ type Operator struct {
 
 	keyBuf []byte
 	values []spec.Value // Apply's decode buffer
+	// sketches holds the approx_count_distinct sketches of every window.
+	sketches *spec.Sketches
 }
 
 // NewOperator returns the empty state for the stream and its views.
@@ -135,14 +157,21 @@ func NewOperator(st *spec.Stream) *Operator {
 		st: st, ooo: st.OutOfOrderness.Microseconds(),
 		MaxEvent: math.MinInt64, Watermark: math.MinInt64,
 		seen: map[uint64]struct{}{}, seenByTime: map[int64][]uint64{}, seenSeq: map[int64]uint64{},
-		MaxCheckpointIDs: 1_000_000,
+		MaxCheckpointIDs: 1_000_000, sketches: &spec.Sketches{},
 	}
 	for _, v := range st.Views {
-		hop := v.Hop.Microseconds()
-		n := int64(v.PerEvent())
 		vs := &viewState{
 			v: v, groups: map[string]*group{}, minStart: math.MaxInt64, horizon: v.Horizon().Microseconds(),
-			hop: hop, span: (n - 1) * hop, stride: winCells + 2*len(v.Measures), found: make([]bool, n), since: math.MinInt64,
+			cellsAt: winCells, stride: winCells + 2*len(v.Measures), since: math.MinInt64, next: math.MaxInt64,
+			sketched: v.Sketched(),
+		}
+		if v.Session() {
+			vs.cellsAt++
+			vs.stride++
+		} else {
+			n := int64(v.PerEvent())
+			vs.hop = v.Hop.Microseconds()
+			vs.span, vs.found = (n-1)*vs.hop, make([]bool, n)
 		}
 		op.views = append(op.views, vs)
 		op.forget = max(op.forget, vs.horizon)
@@ -200,8 +229,10 @@ func (op *Operator) applyEvent(ev spec.Event, received time.Time) Outcome {
 		if !keep {
 			continue
 		}
-		latest := vs.v.LatestStart(ts)
-		if op.closed(vs, latest) {
+		var latest int64
+		if vs.v.Session() {
+			latest = ts
+		} else if latest = vs.v.LatestStart(ts); op.closed(vs, latest) {
 			vs.late++
 			late = true
 			continue
@@ -209,13 +240,26 @@ func (op *Operator) applyEvent(ev spec.Event, received time.Time) Outcome {
 		op.keyBuf = vs.v.AppendRowGroupKey(op.keyBuf[:0], row)
 		g := vs.groups[string(op.keyBuf)] // no allocation for the lookup
 		if g == nil {
+			if vs.v.Session() && op.closedEnd(vs, vs.v.SessionEnd(ts)) {
+				vs.late++
+				late = true
+				continue
+			}
 			g = &group{dims: vs.v.Dims(row)}
 			for i, d := range g.dims {
 				g.dims[i].Str = strings.Clone(d.Str)
 			}
 			vs.groups[string(op.keyBuf)] = g
 		}
-		op.fold(vs, g, latest, row)
+		if vs.v.Session() {
+			if !op.foldSession(vs, g, ts, row) {
+				vs.late++
+				late = true
+				continue
+			}
+		} else {
+			op.fold(vs, g, latest, row)
+		}
 		applied = true
 	}
 	if !applied {
@@ -266,9 +310,101 @@ func (op *Operator) Remember(data []byte, seq uint64, received time.Time) {
 	op.remember(id, sec, seq)
 }
 
-// closed reports whether the window starting at start has closed.
+// closed reports whether the fixed window starting at start has closed.
 func (op *Operator) closed(vs *viewState, start int64) bool {
 	return op.Watermark != math.MinInt64 && start+vs.horizon <= op.Watermark
+}
+
+// closedEnd reports whether a window ending at end has closed.
+func (op *Operator) closedEnd(vs *viewState, end int64) bool {
+	return op.Watermark != math.MinInt64 && vs.v.ClosesAt(end) <= op.Watermark
+}
+
+// foldSession adds a row at ts to the group's session it joins, merging
+// the two it bridges, or opens a session. It reports false, changing
+// nothing, when the row is late: a session it would join has closed, or
+// the one it would open would have.
+func (op *Operator) foldSession(vs *viewState, g *group, ts int64, row spec.Row) bool {
+	w := vs.v.Window
+	hit := [2]int{-1, -1}
+	for at := 0; at < len(g.wins); at += vs.stride {
+		if !w.Joins(ts, g.wins[at+winStart], g.wins[at+winLast]) {
+			continue
+		}
+		if g.wins[at+winFlags]&flagFinal != 0 || op.closedEnd(vs, w.SessionEnd(g.wins[at+winLast])) {
+			return false
+		}
+		if hit[0] < 0 {
+			hit[0] = at
+		} else {
+			hit[1] = at // sessions of a span are Gap apart: one joins at most two
+		}
+	}
+	at := hit[0]
+	if at < 0 {
+		if op.closedEnd(vs, w.SessionEnd(ts)) {
+			return false
+		}
+		at = len(g.wins)
+		g.wins = slices.Grow(g.wins, vs.stride)[:at+vs.stride]
+		clear(g.wins[at:])
+		g.wins[at+winStart], g.wins[at+winLast] = ts, ts
+		vs.open++
+	}
+	if b := hit[1]; b >= 0 {
+		// The row bridges two sessions: the later merges into the earlier.
+		if g.wins[b+winStart] < g.wins[at+winStart] {
+			at, b = b, at
+		}
+		cells, from := vs.cells(g, at), vs.cells(g, b)
+		for i, m := range vs.v.Measures {
+			m.Merge(&cells[i], from[i], op.sketches)
+		}
+		vs.v.Release(from, op.sketches)
+		g.wins[at+winLast] = max(g.wins[at+winLast], g.wins[b+winLast])
+		vs.goneAt(g, b)
+		last := len(g.wins) - vs.stride
+		copy(g.wins[b:b+vs.stride], g.wins[last:])
+		g.wins = g.wins[:last]
+		vs.open--
+		if at == last {
+			at = b
+		}
+	}
+	if ts < g.wins[at+winStart] {
+		vs.goneAt(g, at)
+		g.wins[at+winStart] = ts
+	}
+	g.wins[at+winLast] = max(g.wins[at+winLast], ts)
+	vs.next = min(vs.next, vs.v.ClosesAt(w.SessionEnd(g.wins[at+winLast])))
+	op.addAt(vs, g, at, row)
+	return true
+}
+
+// bridgeable reports whether an event could still bridge the closed
+// session at word at of g to an open one: the event would be late, so the
+// closed session is remembered. An event less than Gap after the closed
+// session's last joins an open one only if that starts less than 2*Gap
+// after it.
+func (op *Operator) bridgeable(vs *viewState, g *group, at int) bool {
+	w := vs.v.Window
+	last := g.wins[at+winLast]
+	for o := 0; o < len(g.wins); o += vs.stride {
+		start := g.wins[o+winStart]
+		if g.wins[o+winFlags]&flagFinal == 0 && start > last && start < last+2*w.Gap.Microseconds() && w.SessionSpan(start) == w.SessionSpan(last) {
+			return true
+		}
+	}
+	return false
+}
+
+// goneAt records that the session at word at of g no longer has its key:
+// it merged into another, or starts earlier now.
+func (vs *viewState) goneAt(g *group, at int) {
+	if g.wins[at+winFlags]&flagEmitted != 0 {
+		vs.gone = append(vs.gone, Update{View: vs.v, Start: g.wins[at+winStart], Dims: g.dims, Gone: true, group: g})
+		g.wins[at+winFlags] &^= flagEmitted
+	}
 }
 
 // fold adds a row to every open window of the group that its time is in,
@@ -301,9 +437,9 @@ func (op *Operator) fold(vs *viewState, g *group, latest int64, row spec.Row) {
 }
 
 func (op *Operator) addAt(vs *viewState, g *group, at int, row spec.Row) {
-	vs.v.Add(g.cells(at, len(vs.v.Measures)), row)
-	if g.wins[at+winDirty] == 0 {
-		g.wins[at+winDirty] = 1
+	vs.v.Add(vs.cells(g, at), row, op.sketches)
+	if g.wins[at+winFlags]&flagDirty == 0 {
+		g.wins[at+winFlags] |= flagDirty
 		if !g.dirty {
 			g.dirty = true
 			vs.dirty = append(vs.dirty, g)
@@ -366,47 +502,53 @@ func (op *Operator) Drain(out []Update) []Update {
 			vals = make([]spec.Value, 0, max(1024, m))
 		}
 		n := len(vals)
-		vals = vs.v.AppendValues(vals, g.cells(at, m))
-		return Update{View: vs.v, Start: g.wins[at+winStart], Dims: g.dims, Measures: vals[n:len(vals):len(vals)], Final: final, group: g}
+		vals = vs.v.AppendValues(vals, vs.cells(g, at), op.sketches)
+		if final && vs.sketched {
+			vs.v.Release(vs.cells(g, at), op.sketches) // a final value does not change
+		}
+		u := Update{View: vs.v, Start: g.wins[at+winStart], Dims: g.dims, Measures: vals[n:len(vals):len(vals)], Final: final, group: g}
+		if vs.v.Session() {
+			u.End = vs.v.SessionEnd(g.wins[at+winLast])
+			g.wins[at+winFlags] |= flagEmitted
+		} else {
+			u.End = vs.v.End(u.Start)
+		}
+		return u
 	}
 	for _, vs := range op.views {
+		out = append(out, vs.gone...)
+		clear(vs.gone)
+		vs.gone = vs.gone[:0]
 		for _, g := range vs.dirty {
 			g.dirty = false
 			for at := 0; at < len(g.wins); at += vs.stride {
-				if g.wins[at+winDirty] == 0 {
+				if g.wins[at+winFlags]&flagDirty == 0 {
 					continue
 				}
-				g.wins[at+winDirty] = 0
-				if !op.closed(vs, g.wins[at+winStart]) { // else reported below as final
+				g.wins[at+winFlags] &^= flagDirty
+				if !op.windowClosed(vs, g, at) { // else reported below as final
 					out = append(out, value(vs, g, at, false))
 				}
 			}
 		}
 		clear(vs.dirty)
 		vs.dirty = vs.dirty[:0]
+		if vs.v.Session() {
+			out = op.drainSessions(vs, out, value)
+			continue
+		}
 		if vs.minStart == math.MaxInt64 || !op.closed(vs, vs.minStart) {
 			continue
 		}
-		first := len(out)
 		vs.minStart = math.MaxInt64
-		for key, g := range vs.groups {
-			kept := 0
-			for at := 0; at < len(g.wins); at += vs.stride {
-				start := g.wins[at+winStart]
-				if op.closed(vs, start) {
-					out = append(out, value(vs, g, at, true))
-					vs.open--
-					continue
-				}
-				copy(g.wins[kept:], g.wins[at:at+vs.stride])
-				kept += vs.stride
-				vs.minStart = min(vs.minStart, start)
+		out = sweep(vs, out, value, func(g *group, at int) (final, keep bool) {
+			start := g.wins[at+winStart]
+			if op.closed(vs, start) {
+				return true, false
 			}
-			if g.wins = g.wins[:kept]; kept == 0 {
-				delete(vs.groups, key)
-			}
-		}
-		slices.SortStableFunc(out[first:], func(a, b Update) int { return cmp.Compare(a.Start, b.Start) })
+			vs.minStart = min(vs.minStart, start)
+			return false, true
+		})
 	}
 	if op.Watermark != math.MinInt64 {
 		for sec, ids := range op.seenByTime {
@@ -419,6 +561,75 @@ func (op *Operator) Drain(out []Update) []Update {
 			}
 		}
 	}
+	return out
+}
+
+// windowClosed reports whether the window at word at of g has closed.
+func (op *Operator) windowClosed(vs *viewState, g *group, at int) bool {
+	if vs.v.Session() {
+		return g.wins[at+winFlags]&flagFinal != 0 || op.closedEnd(vs, vs.v.SessionEnd(g.wins[at+winLast]))
+	}
+	return op.closed(vs, g.wins[at+winStart])
+}
+
+// drainSessions reports the sessions the watermark has closed as final,
+// and forgets the closed sessions no on-time event can touch any more. An
+// event less than Gap after a closed session is late (it would change a
+// window already final) even when it joins an open session after it; that
+// session starts less than 2*Gap after the closed one. So a closed session
+// is kept while such an open session exists, or could still open on time:
+// until the watermark passes 3*Gap after its last event, plus lateness.
+func (op *Operator) drainSessions(vs *viewState, out []Update, value func(*viewState, *group, int, bool) Update) []Update {
+	if op.Watermark == math.MinInt64 || vs.next > op.Watermark {
+		return out
+	}
+	w := vs.v.Window
+	vs.next = math.MaxInt64
+	return sweep(vs, out, value, func(g *group, at int) (final, keep bool) {
+		last := g.wins[at+winLast]
+		if g.wins[at+winFlags]&flagFinal == 0 && op.closedEnd(vs, w.SessionEnd(last)) {
+			final = true
+			g.wins[at+winFlags] |= flagFinal // kept, so events that would change it are late
+		}
+		next := w.ClosesAt(w.SessionEnd(last))
+		if g.wins[at+winFlags]&flagFinal != 0 {
+			if next = w.ClosesAt(w.SessionEnd(last + 2*w.Gap.Microseconds())); next <= op.Watermark {
+				if !op.bridgeable(vs, g, at) {
+					return final, false // forgotten
+				}
+				next = math.MaxInt64 // the open session it could be bridged to sets next
+			}
+		}
+		vs.next = min(vs.next, next)
+		return final, true
+	})
+}
+
+// sweep asks decide of every window of vs whether to report it final
+// (value's update goes to out; the window no longer counts as open) and
+// whether to keep it. It packs the windows kept, forgets the groups left
+// with none, and returns out with the final updates ordered by start.
+func sweep(vs *viewState, out []Update, value func(*viewState, *group, int, bool) Update, decide func(g *group, at int) (final, keep bool)) []Update {
+	first := len(out)
+	for key, g := range vs.groups {
+		kept := 0
+		for at := 0; at < len(g.wins); at += vs.stride {
+			final, keep := decide(g, at)
+			if final {
+				out = append(out, value(vs, g, at, true))
+				vs.open--
+			}
+			if !keep {
+				continue
+			}
+			copy(g.wins[kept:], g.wins[at:at+vs.stride])
+			kept += vs.stride
+		}
+		if g.wins = g.wins[:kept]; kept == 0 {
+			delete(vs.groups, key)
+		}
+	}
+	slices.SortStableFunc(out[first:], func(a, b Update) int { return cmp.Compare(a.Start, b.Start) })
 	return out
 }
 

@@ -3,6 +3,7 @@ package stream
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -23,9 +24,17 @@ func payment(id string, at time.Duration, merchant string, amount string) []byte
 		id, t0.Add(at).Format(time.RFC3339Nano), merchant, amount)
 }
 
+// fixedOnly is st without its session views, whose ids the operator
+// remembers for their max span.
+func fixedOnly(st *spec.Stream) *spec.Stream {
+	out := *st
+	out.Views = slices.DeleteFunc(slices.Clone(st.Views), func(v *spec.View) bool { return v.Session() })
+	return &out
+}
+
 func TestOperatorWindowsAndWatermark(t *testing.T) {
 	s := fastSpec(t)
-	op := NewOperator(s.Stream("payments"))
+	op := NewOperator(fixedOnly(s.Stream("payments")))
 	seq := uint64(0)
 	apply := func(data []byte) Outcome {
 		seq++
@@ -111,9 +120,13 @@ func TestOperatorIdleAdvance(t *testing.T) {
 			finals++
 		}
 	}
-	want := 0 // one window per tumbling view, size/hop per hopping one
+	want := 0 // one window per tumbling or session view, size/hop per hopping one
 	for _, v := range s.Stream("payments").Views {
-		want += int(v.Size / v.Hop)
+		if v.Session() {
+			want++
+		} else {
+			want += v.PerEvent()
+		}
 	}
 	if finals != want || op.OpenWindows() != 0 {
 		t.Errorf("after idling past every window: %d finals, %d open windows; want %d and 0", finals, op.OpenWindows(), want)
@@ -182,7 +195,8 @@ func TestOperatorCheckpointResume(t *testing.T) {
 // next change after the restore.
 func TestOperatorRestoresEarlierCheckpoints(t *testing.T) {
 	s := fastSpec(t)
-	op := NewOperator(s.Stream("payments"))
+	st := fixedOnly(s.Stream("payments")) // no checkpoint before this format had sessions
+	op := NewOperator(st)
 	for i := range 40 {
 		op.Apply(payment(fmt.Sprint("p", i), time.Duration(i)*200*time.Millisecond, fmt.Sprint("m", i%3), "1.50"), uint64(i+1), recv)
 	}
@@ -214,11 +228,11 @@ func TestOperatorRestoresEarlierCheckpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, data := range map[string][]byte{"earlier": oldData, "current": newData} {
-		r := NewOperator(s.Stream("payments"))
+		r := NewOperator(st)
 		if err := r.Restore(data); err != nil {
 			t.Fatalf("%s checkpoint: %v", name, err)
 		}
-		for _, v := range s.Stream("payments").Views {
+		for _, v := range st.Views {
 			if got, want := fmt.Sprint(sortedWindows(r, v.Name)), fmt.Sprint(sortedWindows(op, v.Name)); got != want {
 				t.Errorf("%s checkpoint, view %s: restored windows\n%s\nwant\n%s", name, v.Name, got, want)
 			}
@@ -364,5 +378,112 @@ views:
 	}
 	if got := op3.Since()["channel_minute"]; got != max+1 {
 		t.Errorf("after a second restore the new view holds windows since %d, want %d", got, max+1)
+	}
+}
+
+// TestOperatorSessions walks session windows through what the agreement
+// test meets only by chance: an out-of-order event bridging two sessions,
+// one moving a session's start earlier (each deleting the key reported
+// before), the Max span cutting a session, and late events that would
+// bridge a closed session to another, closed or open.
+func TestOperatorSessions(t *testing.T) {
+	s, err := spec.Parse("agree.yaml", []byte(agreeSpec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := *s.Stream("s")
+	one.Views = []*spec.View{s.View("sessions")} // gap 2m, max 2h, lateness 10s; out-of-orderness 20s
+	op := NewOperator(&one)
+	base := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	seq := uint64(0)
+	apply := func(at time.Duration) Outcome {
+		seq++
+		out, err := op.Apply(fmt.Appendf(nil, `{"id":"e%d","ts":%q,"user":"u"}`, seq, base.Add(at).Format(time.RFC3339Nano)), seq, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	windows := map[time.Duration]string{} // by start: "count end", as reported
+	var gone []time.Duration
+	drain := func() {
+		for _, u := range op.Drain(nil) {
+			at := time.UnixMicro(u.Start).Sub(base)
+			if u.Gone {
+				gone = append(gone, at)
+				delete(windows, at)
+				continue
+			}
+			windows[at] = fmt.Sprintf("%d %s", u.Measures[0].Int, time.UnixMicro(u.End).Sub(base))
+		}
+	}
+	want := func(step string, w map[time.Duration]string, g ...time.Duration) {
+		t.Helper()
+		drain()
+		if fmt.Sprint(windows) != fmt.Sprint(w) || fmt.Sprint(gone) != fmt.Sprint(g) {
+			t.Fatalf("%s: windows %v, gone %v; want %v, gone %v", step, windows, gone, w, g)
+		}
+		gone = nil
+	}
+	m := time.Minute
+	apply(10 * m)
+	apply(12*m + 20*time.Second) // watermark 12:00; the first session closes at 12:10
+	want("two sessions", map[time.Duration]string{10 * m: "1 12m0s", 12*m + 20*time.Second: "1 14m20s"})
+	if got := apply(11*m + 10*time.Second); got != Applied {
+		t.Fatalf("bridging event: %v", got)
+	}
+	want("bridged", map[time.Duration]string{10 * m: "3 14m20s"}, 12*m+20*time.Second)
+	apply(8*m + 30*time.Second)
+	want("moved earlier", map[time.Duration]string{8*m + 30*time.Second: "4 14m20s"}, 10*m)
+	// Before 10:00 is another span: an event at 9:59 joins nothing, and
+	// its session would end at 10:00 and have closed at 10:00:10.
+	if got := apply(-time.Minute); got != Late {
+		t.Fatalf("event in a span the watermark has passed: %v, want Late", got)
+	}
+	// Spans are 2h from the epoch: 10:00 to 12:00, so 11:59:30 and 12:00:30
+	// are two sessions, the first ending at 12:00.
+	windows = map[time.Duration]string{}
+	apply(119*time.Minute + 30*time.Second)
+	apply(120*time.Minute + 30*time.Second)
+	want("cut by the span", map[time.Duration]string{8*m + 30*time.Second: "4 14m20s", 119*time.Minute + 30*time.Second: "1 2h0m0s", 120*time.Minute + 30*time.Second: "1 2h2m30s"})
+	// Closed sessions at 12:10 and 12:13; an event at 12:11:30 would bridge
+	// them: late.
+	windows = map[time.Duration]string{}
+	apply(130 * time.Minute)
+	apply(133 * time.Minute)
+	apply(140 * time.Minute) // watermark 12:19:40: both closed
+	drain()
+	if got := apply(131*time.Minute + 30*time.Second); got != Late {
+		t.Fatalf("event bridging two closed sessions: %v, want Late", got)
+	}
+	// A session closed at 12:20 (watermark 12:22:40 + ...), an open one at
+	// 12:23:30: an event at 12:21:30 would join the open one, but also the
+	// closed one: late.
+	apply(143*time.Minute + 30*time.Second) // 12:23:30, watermark 12:23:10: 12:20's session closed at 12:22:10
+	drain()
+	if got := apply(141*time.Minute + 30*time.Second); got != Late {
+		t.Fatalf("event bridging a closed session to an open one: %v, want Late", got)
+	}
+	// A session at 12:50 closed; a new one at 12:53 is on time; then an
+	// event at 12:51:30 would bridge them: late, though the closed
+	// session's own close is minutes past.
+	apply(170 * m)
+	apply(174*m + 50*time.Second) // watermark 12:54:30
+	drain()
+	if got := apply(173 * m); got != Applied {
+		t.Fatalf("a new session near a closed one: %v", got)
+	}
+	if got := apply(171*m + 30*time.Second); got != Late {
+		t.Fatalf("event bridging a closed session to one opened after it closed: %v, want Late", got)
+	}
+	// Long after, with the closed session forgotten, an event near it is
+	// late on its own.
+	apply(200 * m)
+	drain()
+	if got := apply(141*time.Minute + 30*time.Second + time.Second); got != Late {
+		t.Fatalf("event near a forgotten session: %v, want Late", got)
+	}
+	if n := op.LateEvents()["sessions"]; n != 5 {
+		t.Errorf("%d late events, want 5", n)
 	}
 }

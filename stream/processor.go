@@ -482,6 +482,9 @@ func (p *Processor) flush(context.Context) error {
 	return nil
 }
 
+// The header a KV bucket's delete marker carries.
+const kvOperation, kvDelete = "KV-Operation", "DEL"
+
 // maxBatch keeps a batch of updates under the default 1 MiB max payload.
 const maxBatch = 512 << 10
 
@@ -534,8 +537,8 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 	dlq := p.dlq
 	p.dlq = nil
 	p.mu.Unlock()
-	// Final windows are written at every checkpoint; open ones at most
-	// every KVEvery, since live readers have the subject.
+	// Final and gone windows are written at every checkpoint; open ones at
+	// most every KVEvery, since live readers have the subject.
 	wm := p.kvWatermark
 	windows := p.kvPending
 	if wait || time.Since(p.kvLast) >= p.o.KVEvery {
@@ -544,7 +547,7 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 	} else {
 		windows = map[windowID]Update{}
 		for k, u := range p.kvPending {
-			if u.Final {
+			if u.Final || u.Gone {
 				windows[k] = u
 				delete(p.kvPending, k)
 			}
@@ -562,9 +565,14 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 					return err
 				}
 			}
-			data := u.appendJSON(nil, texts, wm)
+			m := nats.NewMsg(ViewKeySubject(u.View.Name, u.Key()))
+			if u.Gone {
+				m.Header.Set(kvOperation, kvDelete) // as KeyValue.Delete writes it
+			} else {
+				m.Data = u.appendJSON(nil, texts, wm)
+			}
 			for {
-				f, err := p.js.PublishAsync(ViewKeySubject(u.View.Name, u.Key()), data)
+				f, err := p.js.PublishMsgAsync(m)
 				if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
 					// Back-pressure from a slow server: wait for the acks
 					// in flight, then send this one again.

@@ -76,7 +76,7 @@ func speedRows(t *testing.T, js jetstream.JetStream, v *spec.View) (map[string]o
 			}
 			ms[i] = raw
 		}
-		r := oracle.Row{Start: u.WindowStart, Dims: strings.Join(dims, "|"), Measures: strings.Join(ms, "|")}
+		r := oracle.Row{Start: u.WindowStart, End: u.WindowEnd, Dims: strings.Join(dims, "|"), Measures: strings.Join(ms, "|")}
 		out[oracle.Key(u.WindowStart, r.Dims)] = r
 	}
 	return out, open

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -88,8 +87,8 @@ func decodeWatermark(data []byte) (WatermarkJSON, error) {
 func ReadSpeedWindows(ctx context.Context, js jetstream.JetStream, v *spec.View, lo, hi int64) ([]Update, error) {
 	bucket := ViewBucket(v.Name)
 	var filters []string
-	for _, s := range v.Starts(lo, hi) {
-		filters = append(filters, ViewKeySubject(v.Name, strconv.FormatInt(s, 10)+".*"))
+	for _, prefix := range v.KeyPrefixes(lo, hi) {
+		filters = append(filters, ViewKeySubject(v.Name, prefix+".>"))
 	}
 	if len(filters) == 0 {
 		return nil, nil
@@ -117,14 +116,16 @@ func ReadSpeedWindows(ctx context.Context, js jetstream.JetStream, v *spec.View,
 		for m := range batch.Messages() {
 			got++
 			left--
-			if op := m.Headers().Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+			if op := m.Headers().Get(kvOperation); op == kvDelete || op == "PURGE" {
 				continue
 			}
 			u, _, err := ParseUpdate(v, m.Data())
 			if err != nil {
 				return nil, fmt.Errorf("cannot read window %s of KV bucket %s: %w", strings.TrimPrefix(m.Subject(), ViewKeySubject(v.Name, "")), bucket, err)
 			}
-			out = append(out, u)
+			if u.Start >= lo && u.Start < hi { // a session's prefix is its minute
+				out = append(out, u)
+			}
 		}
 		if err := batch.Error(); err != nil {
 			return nil, fmt.Errorf("cannot read KV bucket %s: %w", bucket, err)
@@ -137,9 +138,11 @@ func ReadSpeedWindows(ctx context.Context, js jetstream.JetStream, v *spec.View,
 }
 
 // SpeedEntry is one value of a view's bucket, as a follower sees it: the
-// watermark, or a window with the watermark it was written at.
+// watermark, a window with the watermark it was written at, or the delete
+// marker of a window gone.
 type SpeedEntry struct {
 	IsWatermark bool
+	Gone        bool      // the window of this key is no more
 	Window      Update    // when not IsWatermark
 	Watermark   time.Time // the speed layer's watermark
 	Written     time.Time // when the value was stored
@@ -148,6 +151,10 @@ type SpeedEntry struct {
 // DecodeSpeedEntry decodes a value a watcher of the view's bucket got.
 func DecodeSpeedEntry(v *spec.View, e jetstream.KeyValueEntry) (SpeedEntry, error) {
 	out := SpeedEntry{Written: e.Created()}
+	if op := e.Operation(); op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge {
+		out.Gone = true
+		return out, nil
+	}
 	if e.Key() == WatermarkKey {
 		w, err := decodeWatermark(e.Value())
 		if err != nil {

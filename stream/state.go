@@ -26,6 +26,9 @@ type state struct {
 	// rebuilt by reading the stream from this sequence up to Seq.
 	SeenFromSeq uint64
 	SeenSeq     map[int64]uint64 // event-time second -> lowest sequence of its ids
+	// Sketches are the approx_count_distinct sketches the windows' cells
+	// name.
+	Sketches *spec.Sketches
 }
 
 type viewSnapshot struct {
@@ -72,6 +75,9 @@ type Snapshot struct{ s state }
 // Drain, so no update is pending.
 func (op *Operator) Snapshot() Snapshot {
 	s := state{Stream: op.st.Name, Seq: op.Seq, MaxEvent: op.MaxEvent, Watermark: op.Watermark}
+	if op.sketches.Len() > 0 {
+		s.Sketches = op.sketches.Clone()
+	}
 	words := 0
 	for _, vs := range op.views {
 		words += vs.open * vs.stride
@@ -142,6 +148,9 @@ func (op *Operator) Restore(data []byte) error {
 	for sec, seq := range s.SeenSeq {
 		fresh.seenSeq[sec] = seq
 	}
+	if s.Sketches != nil {
+		fresh.sketches = s.Sketches
+	}
 	byName := map[string]*viewState{}
 	for _, vs := range fresh.views {
 		byName[vs.v.Name] = vs
@@ -168,7 +177,7 @@ func (op *Operator) Restore(data []byte) error {
 			g := vs.group(gs.Dims)
 			for at := 0; at < len(gs.Wins); at += vs.stride {
 				w := gs.Wins[at : at+vs.stride]
-				w[winDirty] = 0 // a change since the last Drain was not published: it is not pending after a restart
+				w[winFlags] &^= flagDirty // a change since the last Drain was not published: it is not pending after a restart
 				vs.restoreWindow(g, w)
 			}
 		}
@@ -216,8 +225,11 @@ func (vs *viewState) group(dims []spec.Value) *group {
 // holds them, to a group.
 func (vs *viewState) restoreWindow(g *group, w []int64) {
 	g.wins = append(g.wins, w...)
-	vs.open++
+	if w[winFlags]&flagFinal == 0 {
+		vs.open++
+	}
 	vs.minStart = min(vs.minStart, w[winStart])
+	vs.next = math.MinInt64 // sessions: the first Drain looks at every one
 }
 
 // Windows lists the open windows of a view, ordered by start, for tests and
@@ -230,7 +242,16 @@ func (op *Operator) Windows(view string) []Update {
 		}
 		for _, g := range vs.groups {
 			for at := 0; at < len(g.wins); at += vs.stride {
-				out = append(out, Update{View: vs.v, Start: g.wins[at+winStart], Dims: g.dims, Measures: vs.v.Values(g.cells(at, len(vs.v.Measures)))})
+				if g.wins[at+winFlags]&flagFinal != 0 {
+					continue
+				}
+				u := Update{View: vs.v, Start: g.wins[at+winStart], Dims: g.dims, Measures: vs.v.Values(vs.cells(g, at), op.sketches)}
+				if vs.v.Session() {
+					u.End = vs.v.SessionEnd(g.wins[at+winLast])
+				} else {
+					u.End = vs.v.End(u.Start)
+				}
+				out = append(out, u)
 			}
 		}
 	}

@@ -19,12 +19,15 @@ type UpdateJSON struct {
 	Dims        map[string]any             `json:"dims"`
 	Measures    map[string]json.RawMessage `json:"measures"`
 	Final       bool                       `json:"final"`
+	Gone        bool                       `json:"gone,omitempty"`
 	Watermark   time.Time                  `json:"watermark"`
 }
 
-// Key is the update's KV key: window start, then a hash of its group.
+// Key is the update's KV key: the window's key prefix (its start, or for a
+// session the minute and the start: spec.Window.KeyPrefix), then a hash of
+// its group.
 func (u *Update) Key() string {
-	return strconv.FormatInt(u.Start, 10) + "." + spec.GroupHash(u.Dims)
+	return u.View.KeyPrefix(u.Start) + "." + spec.GroupHash(u.Dims)
 }
 
 // AppendJSON renders the update for the wire, as UpdateJSON marshals, but
@@ -88,7 +91,7 @@ func (u *Update) appendJSON(b []byte, tt *jsonTexts, watermark int64) []byte {
 	b = append(b, vt.head...)
 	b = append(b, tt.time(u.Start)...)
 	b = append(b, `","window_end":"`...)
-	b = append(b, tt.time(v.End(u.Start))...)
+	b = append(b, tt.time(u.End)...)
 	b = append(b, `","dims":{`...)
 	for i, c := range v.GroupBy {
 		b = append(b, vt.dims[i]...)
@@ -96,12 +99,18 @@ func (u *Update) appendJSON(b []byte, tt *jsonTexts, watermark int64) []byte {
 	}
 	b = append(b, `},"measures":{`...)
 	for i, m := range v.Measures {
+		if u.Gone {
+			break
+		}
 		b = append(b, vt.measures[i]...)
 		t, scale := m.Type()
 		b = appendJSONValue(b, u.Measures[i], t, scale)
 	}
 	b = append(b, `},"final":`...)
 	b = strconv.AppendBool(b, u.Final)
+	if u.Gone {
+		b = append(b, `,"gone":true`...)
+	}
 	b = append(b, `,"watermark":"`...)
 	b = append(b, tt.time(watermark)...)
 	return append(b, `"}`...)
@@ -145,7 +154,7 @@ func ParseUpdate(v *spec.View, data []byte) (Update, time.Time, error) {
 	if err := json.Unmarshal(data, &u); err != nil {
 		return Update{}, time.Time{}, fmt.Errorf("cannot read update of view %s: %w", v.Name, err)
 	}
-	out := Update{View: v, Start: u.WindowStart.UnixMicro(), Final: u.Final,
+	out := Update{View: v, Start: u.WindowStart.UnixMicro(), End: u.WindowEnd.UnixMicro(), Final: u.Final, Gone: u.Gone,
 		Dims: make([]spec.Value, len(v.GroupBy)), Measures: make([]spec.Value, len(v.Measures))}
 	for i, c := range v.GroupBy {
 		raw, _ := json.Marshal(u.Dims[c.Name])
@@ -156,6 +165,9 @@ func ParseUpdate(v *spec.View, data []byte) (Update, time.Time, error) {
 		out.Dims[i] = x
 	}
 	for i, m := range v.Measures {
+		if u.Gone {
+			break
+		}
 		t, scale := m.Type()
 		x, err := parseJSONValue(u.Measures[m.Name], t, scale)
 		if err != nil {

@@ -21,7 +21,7 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 		for i := range ms {
 			ms[i] = spec.Value{Int: int64(i*12345 - 7), Null: i == 2}
 		}
-		u := Update{View: v, Start: 1767268800123456, Dims: dims, Measures: ms, Final: true}
+		u := Update{View: v, Start: 1767268800123456, End: 1767268805123456, Dims: dims, Measures: ms, Final: true}
 		want, err := u.JSON(1767268899000000)
 		if err != nil {
 			t.Fatal(err)
@@ -39,7 +39,7 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 		}
 		// ParseUpdate reads back exactly what was written.
 		back, wm, err := ParseUpdate(v, got)
-		if err != nil || back.Start != u.Start || !back.Final || wm.UnixMicro() != 1767268899000000 ||
+		if err != nil || back.Start != u.Start || back.End != u.End || !back.Final || wm.UnixMicro() != 1767268899000000 ||
 			!slices.EqualFunc(back.Dims, u.Dims, sameValue) || !slices.EqualFunc(back.Measures, u.Measures, sameValue) {
 			t.Errorf("view %s: ParseUpdate(%s) = %+v, %v", v.Name, got, back, err)
 		}
@@ -52,7 +52,7 @@ func (u *Update) JSON(watermark int64) ([]byte, error) {
 	out := UpdateJSON{
 		View:        v.Name,
 		WindowStart: time.UnixMicro(u.Start).UTC(),
-		WindowEnd:   time.UnixMicro(u.Start + v.Size.Microseconds()).UTC(),
+		WindowEnd:   time.UnixMicro(u.End).UTC(),
 		Dims:        make(map[string]any, len(u.Dims)),
 		Measures:    make(map[string]json.RawMessage, len(u.Measures)),
 		Final:       u.Final,

@@ -22,7 +22,7 @@ func TestSpecCheck(t *testing.T) {
 	if err != nil {
 		t.Fatalf("example spec: %v", err)
 	}
-	for _, want := range []string{"2 stream(s), 5 view(s)", "stream payments", "view card_5m", "window=5m0s every 1m0s"} {
+	for _, want := range []string{"2 stream(s), 6 view(s)", "stream payments", "view card_5m", "window=5m0s every 1m0s", "window=session 5m0s (at most 15m0s)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}

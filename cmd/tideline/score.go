@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"tideline/examples/payments"
 	"tideline/lake"
 	"tideline/score"
 )
@@ -42,7 +43,7 @@ decisions say fallback: true. /metrics and /healthz are on --http.`,
 			if err := score.CheckBatchView(d.spec); err != nil {
 				return err
 			}
-			if err := score.SeedMerchants(ctx, d.store); err != nil {
+			if err := score.SeedMerchants(ctx, d.store, exampleMerchants()); err != nil {
 				slog.Warn("cannot seed the merchant table; scoring without it until the lake answers", "err", err)
 			}
 			db, err := lake.OpenDuckDB(ctx, "")
@@ -61,8 +62,12 @@ decisions say fallback: true. /metrics and /healthz are on --http.`,
 				return err
 			}
 			defer stop()
+			scorer, err := score.New(d.spec.Scoring)
+			if err != nil {
+				return fmt.Errorf("cannot score with %s:\n%w", c.specPath, err)
+			}
 			r := &score.Runner{
-				Scorer: score.New(d.spec.Scoring), NC: d.nc, JS: d.js,
+				Scorer: scorer, NC: d.nc, JS: d.js,
 				Loader:    &score.Loader{Spec: d.spec, Catalog: lake.NewCatalog(db, d.store, cache), Store: d.store},
 				LoadEvery: loadEvery, Metrics: score.NewMetrics(reg), Log: slog.Default(),
 			}
@@ -75,4 +80,14 @@ decisions say fallback: true. /metrics and /healthz are on --http.`,
 	h.register(f, "TIDELINE_SCORE_HTTP", "127.0.0.1:8083", "/metrics and /healthz", true)
 	f.DurationVar(&loadEvery, "load-every", 15*time.Second, "how often the lake's features are checked for change")
 	return cmd
+}
+
+// exampleMerchants is the payments example's merchant table, which the
+// scorer seeds into a lake that has none.
+func exampleMerchants() map[string]score.Merchant {
+	out := map[string]score.Merchant{}
+	for _, m := range payments.MerchantTable() {
+		out[m.ID] = score.Merchant{Category: m.Category, Risk: m.Risk}
+	}
+	return out
 }

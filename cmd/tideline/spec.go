@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"tideline/lake"
+	"tideline/score"
 	"tideline/spec"
 )
 
@@ -63,8 +64,13 @@ func specCmd() *cobra.Command {
 	return cmd
 }
 
+// loadSpec loads a spec and, if it has a scoring section, compiles its
+// rules as the scorer does, printing every problem at its place.
 func loadSpec(cmd *cobra.Command, path string) (*spec.Spec, error) {
 	s, err := spec.Load(path)
+	if err == nil && s.Scoring != nil {
+		err = score.Check(s.Scoring)
+	}
 	var list spec.ErrorList
 	if errors.As(err, &list) {
 		for _, e := range list {
@@ -128,10 +134,7 @@ func printSpec(cmd *cobra.Command, s *spec.Spec) {
 	}
 	fmt.Fprintln(out)
 	for _, v := range s.Views {
-		window := v.Size.String()
-		if !v.Tumbling() {
-			window += " every " + v.Hop.String()
-		}
+		window := v.Window.String()
 		dims := make([]string, len(v.GroupBy))
 		for i, g := range v.GroupBy {
 			dims[i] = g.Name

@@ -68,12 +68,13 @@ func pow10(n int) int64 {
 // Row is one window of a view in a form both sides can produce.
 type Row struct {
 	Start    time.Time
-	Dims     string // the group-by values, rendered
-	Measures string // the measures, rendered
+	End      time.Time // a session's end is part of its value
+	Dims     string    // the group-by values, rendered
+	Measures string    // the measures, rendered
 }
 
 func (r Row) String() string {
-	return r.Start.UTC().Format(time.RFC3339) + " " + r.Dims + " => " + r.Measures
+	return r.Start.UTC().Format(time.RFC3339Nano) + " " + r.Dims + " => " + r.Measures + " until " + r.End.UTC().Format(time.RFC3339Nano)
 }
 
 // ViewRows runs v's SQL over events (optionally restricted by where, a SQL
@@ -115,7 +116,7 @@ func QueryRows(ctx context.Context, db *sql.DB, v *spec.View, query string) (map
 		for i := range v.Measures {
 			ms[i] = Render(vals[2+len(v.GroupBy)+i])
 		}
-		r := Row{Start: start, Dims: strings.Join(dims, "|"), Measures: strings.Join(ms, "|")}
+		r := Row{Start: start, End: vals[1].(time.Time), Dims: strings.Join(dims, "|"), Measures: strings.Join(ms, "|")}
 		out[Key(start, r.Dims)] = r
 	}
 	return out, rows.Err()
@@ -129,6 +130,7 @@ func FromResult(v *spec.View, rows [][]any) (map[string]Row, int) {
 	out := map[string]Row{}
 	for _, row := range rows {
 		start, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(row[0]))
+		end, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(row[1]))
 		var dims, ms []string
 		for i := range v.GroupBy {
 			dims = append(dims, Render(row[2+i]))
@@ -136,7 +138,7 @@ func FromResult(v *spec.View, rows [][]any) (map[string]Row, int) {
 		for i := range v.Measures {
 			ms = append(ms, Render(row[2+len(v.GroupBy)+i]))
 		}
-		r := Row{Start: start, Dims: strings.Join(dims, "|"), Measures: strings.Join(ms, "|")}
+		r := Row{Start: start, End: end, Dims: strings.Join(dims, "|"), Measures: strings.Join(ms, "|")}
 		out[Key(start, r.Dims)] = r
 	}
 	return out, len(rows)
@@ -168,8 +170,8 @@ func Diff(got, want map[string]Row) string {
 		switch {
 		case !ok:
 			lines = append(lines, "missing "+w.String())
-		case g.Measures != w.Measures:
-			lines = append(lines, "differs "+w.String()+" got "+g.Measures)
+		case g.Measures != w.Measures || !g.End.Equal(w.End):
+			lines = append(lines, "differs "+w.String()+" got "+g.Measures+" until "+g.End.UTC().Format(time.RFC3339Nano))
 		}
 	}
 	for k, g := range got {

@@ -98,6 +98,7 @@ func FastSpecYAML(t testing.TB) string {
 		"window: 1m", "window: 5s",
 		"lateness: 30s", "lateness: 1s",
 		"window: {size: 5m, hop: 1m}", "window: {size: 10s, hop: 5s}",
+		"window: {session: 5m, max: 15m}", "window: {session: 3s, max: 45s}", // spans cross the minute partitions
 		"out_of_orderness: 5s", "out_of_orderness: 500ms",
 		"idle_timeout: 5s", "idle_timeout: 200ms",
 		"partition: 5m", "partition: 1m",

@@ -153,7 +153,9 @@ async function pollMeasures() {
   const v = state.view, m = v && v.measures.find(x => x.name === state.measure);
   if (!m) return;
   const f = across(m);
-  const res = await query(`SELECT window_start, source, CAST(${f}(${qi(m.name)}) AS DOUBLE) FROM ${qi(v.name)} ` +
+  // Sessions start at any instant: their bars are the minute they start in.
+  const start = v.session ? "date_trunc('minute', window_start)" : 'window_start';
+  const res = await query(`SELECT ${start}, source, CAST(${f}(${qi(m.name)}) AS DOUBLE) FROM ${qi(v.name)} ` +
     `WHERE window_start >= (SELECT max(window_start) FROM ${qi(v.name)}) - INTERVAL 30 MINUTE GROUP BY ALL ORDER BY 1`);
   const scale = Math.pow(10, m.scale || 0);
   const pts = { batch: [], speed: [] };
@@ -163,7 +165,7 @@ async function pollMeasures() {
   $('#measures-title').textContent = `${v.name}: ${f}(${m.name}) across groups, last 30 minutes of windows`;
   draw($('#measures'), {
     series: [{ name: 'batch', color: COLORS.batch, type: 'bar', points: pts.batch }, { name: 'speed', color: COLORS.speed, type: 'bar', points: pts.speed }],
-    barWidth: parseDuration(v.hop), marks, empty: 'no windows in this view yet',
+    barWidth: parseDuration(v.hop || '1m'), marks, empty: 'no windows in this view yet',
   });
 }
 
@@ -215,7 +217,7 @@ async function pollDecisions() {
   draw($('#decisions'), {
     series: [{ name: 'approved', color: COLORS.a, type: 'bar', points: res.rows.map(r => [Date.parse(r[0]), r[1]]) },
       { name: 'flagged', color: COLORS.b, type: 'bar', points: res.rows.map(r => [Date.parse(r[0]), r[2]]) }],
-    barWidth: parseDuration(v.hop), stack: true, empty: 'no decisions yet: the scorer publishes them',
+    barWidth: parseDuration(v.hop || '1m'), stack: true, empty: 'no decisions yet: the scorer publishes them',
   });
 }
 
