@@ -111,6 +111,20 @@ func TestRules(t *testing.T) {
 	if d.Reasons != "" || d.Decision != Approved || d.Fallback {
 		t.Errorf("an ordinary payment of a card with no history: %+v", d)
 	}
+	// A card whose busiest session saw one merchant pays at three in ten
+	// minutes: a spree. One with no session in the lake has no such rule.
+	sc.SetBatch(Batch{
+		"card-z": {Payments: 9, AmountSum: 9000, AmountMax: 1000, Countries: map[string]bool{"US": true}, SessionMerchants: 1},
+		"card-w": {Payments: 9, AmountSum: 9000, AmountMax: 1000, Countries: map[string]bool{"US": true}, SessionMerchants: -1},
+	})
+	for _, card := range []string{"card-z", "card-w"} {
+		for i := range 3 {
+			d, _ = sc.Score(payment(t, s, pay(fmt.Sprint(card, i), card, fmt.Sprintf("m-%04d", 10+i), "12.00", 4*time.Minute+time.Duration(i)*time.Minute)), time.Now())
+		}
+		if spree := strings.Contains(d.Reasons, "merchant_spree"); spree != (card == "card-z") {
+			t.Errorf("%s's third merchant in 3 minutes: %+v", card, d)
+		}
+	}
 }
 
 // scorerStack is real NATS with the example's streams, a file lake with the

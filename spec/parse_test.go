@@ -35,7 +35,7 @@ func TestExampleSpec(t *testing.T) {
 	if cs := s.View("card_sessions"); !cs.Session() || cs.Gap != 5*time.Minute || cs.Max != 15*time.Minute || cs.Reach() != 15*time.Minute || cs.Lookback() != 5*time.Minute {
 		t.Errorf("card_sessions window: %+v", cs.Window)
 	}
-	if sc := s.Scoring; sc == nil || sc.Stream != pay || sc.Decisions != s.Stream("decisions") || sc.Threshold != 60 || len(sc.Rules) != 8 {
+	if sc := s.Scoring; sc == nil || sc.Stream != pay || sc.Decisions != s.Stream("decisions") || sc.Threshold != 60 || len(sc.Rules) != 9 {
 		t.Errorf("scoring: %+v", sc)
 	}
 }

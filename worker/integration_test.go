@@ -404,8 +404,8 @@ func TestBatchLayerMatchesOracle(t *testing.T) {
 	}
 	h.checkBatch(h.oracle())
 	// The speed layer left the late events to batch; the corrections of
-	// the tumbling views account for exactly those.
-	for _, v := range []string{"merchant_minute", "country_minute"} {
+	// the tumbling and session views account for exactly those.
+	for _, v := range []string{"merchant_minute", "country_minute", "card_sessions"} {
 		if got := h.corrected(v, activities.KindSpeed); got != int64(late[v]) || got == 0 {
 			t.Errorf("view %s: speed corrections add %d events, the speed layer counted %d late", v, got, late[v])
 		}
