@@ -77,45 +77,38 @@ func TestLateEventMergesSessions(t *testing.T) {
 func (h *harness) sessionRows() []string {
 	h.t.Helper()
 	_, paths := h.lakeFiles("views/card_sessions")
-	rows, err := h.db.QueryContext(h.t.Context(), fmt.Sprintf(
-		"SELECT strftime(window_start, '%%H:%%M:%%S'), payments, merchants FROM %s WHERE card_id = 'sessions-card' ORDER BY 1", readParquet(paths)))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var start string
-		var n, m int64
-		if err := rows.Scan(&start, &n, &m); err != nil {
-			h.t.Fatal(err)
-		}
-		out = append(out, fmt.Sprint(start, " ", n, " ", m))
-	}
-	return out
+	return h.lines(fmt.Sprintf("SELECT concat_ws(' ', strftime(window_start, '%%H:%%M:%%S'), payments, merchants) FROM %s WHERE card_id = 'sessions-card' ORDER BY 1", readParquet(paths)))
 }
 
-// correctionRows lists the payments corrections of sessions-card.
+// correctionRows lists the payments corrections of sessions-card as
+// "start old->new", -1 for none.
 func (h *harness) correctionRows(view string) []string {
 	h.t.Helper()
 	_, paths := h.lakeFiles("corrections/" + view)
 	if len(paths) == 0 {
 		return nil
 	}
-	rows, err := h.db.QueryContext(h.t.Context(), fmt.Sprintf(
-		"SELECT strftime(window_start, '%%H:%%M:%%S'), coalesce(old_value, -1), coalesce(new_value, -1) FROM %s WHERE measure = 'payments' AND dims LIKE '%%sessions-card%%' ORDER BY 1", readParquet(paths)))
+	return h.lines(fmt.Sprintf("SELECT concat(strftime(window_start, '%%H:%%M:%%S'), ' ', coalesce(old_value, -1), '->', coalesce(new_value, -1)) FROM %s WHERE measure = 'payments' AND dims LIKE '%%sessions-card%%' ORDER BY 1", readParquet(paths)))
+}
+
+// lines runs a query of one text column.
+func (h *harness) lines(q string) []string {
+	h.t.Helper()
+	rows, err := h.db.QueryContext(h.t.Context(), q)
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	defer rows.Close()
 	var out []string
 	for rows.Next() {
-		var start string
-		var o, n int64
-		if err := rows.Scan(&start, &o, &n); err != nil {
+		var l string
+		if err := rows.Scan(&l); err != nil {
 			h.t.Fatal(err)
 		}
-		out = append(out, fmt.Sprint(start, " ", o, "->", n))
+		out = append(out, l)
+	}
+	if err := rows.Err(); err != nil {
+		h.t.Fatal(err)
 	}
 	return out
 }
