@@ -12,9 +12,12 @@
 //     it or make it slow.
 //   - Batch features (the card's 30-day payments, average and largest
 //     amount, and the countries it uses) come from the lake's batch view
-//     card_country_minute; reference features (merchant category and risk)
+//     card_country_minute, and the most merchants of one of its sessions
+//     from card_sessions; reference features (merchant category and risk)
 //     from the lake's merchant table, which the scorer seeds when it is
-//     missing. Both are reloaded when their tables change.
+//     missing. They are reloaded when their tables change.
+//   - The features are this package's (features.go): the spec's rules are
+//     compiled against them here (Check), and spec knows none of them.
 //   - Without them (the lake unreachable) those features are null, so rules
 //     reading them do not hold, and the decision is marked fallback: the
 //     scorer keeps deciding on speed rules rather than stall payments.

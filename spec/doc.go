@@ -12,12 +12,17 @@
 //     three-valued logic, exact int64 arithmetic over decimal minor units);
 //   - the view: [View.SQL] renders the exact batch aggregate, and
 //     [View.Assign] and [Accumulator] compute the same thing incrementally;
-//   - window semantics ([Window], window.go): assignment, window end, when a
-//     window closes, how far a partition's windows reach, when a partition is
-//     sealed, and the SQL that assigns rows to windows;
+//   - window semantics ([Window], window.go): fixed windows and sessions,
+//     assignment, window end, when a window closes, how far a partition's
+//     windows reach and what before it decides them, when a partition is
+//     sealed, the key prefix of a window, and the SQL that assigns rows to
+//     windows;
 //   - measure semantics (measure.go): one table entry per measure kind with
-//     its cell update, merge, value and SQL aggregate;
-//   - the key of a group (group.go), the same wherever its values came from.
+//     its cell update, merge, value and SQL aggregate; approx_count_distinct's
+//     sketch, defined alike for Go and SQL (hll.go);
+//   - the key of a group (group.go), the same wherever its values came from;
+//   - the shape of a scoring section ([Scoring]); what its rules read is
+//     the scorer's, which compiles them ([Scoring.Compile]).
 //
 // Decisions this package makes for the rest of the system:
 //
@@ -25,7 +30,8 @@
 //     (scale digits). In expressions a literal is scaled to match, so
 //     "amount > 500" means 500.00 when amount has scale 2.
 //   - Timestamps are UTC microseconds since the Unix epoch.
-//   - Window starts are aligned to the Unix epoch: start = t - (t mod hop).
+//   - Fixed window starts are aligned to the Unix epoch: start = t - (t mod
+//     hop). No session crosses a multiple of its max since the epoch.
 //
 // A broken spec is reported all at once: [Parse] returns an [ErrorList] with
 // one positioned [Error] per problem, each with a hint of what to write instead.

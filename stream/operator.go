@@ -73,9 +73,8 @@ const (
 
 // The flags of a window.
 const (
-	flagDirty   = 1 << iota // changed since the last Drain
-	flagFinal               // a session reported final, kept until no on-time event can touch it
-	flagEmitted             // a session reported at least once (its key may be in the bucket)
+	flagDirty = 1 << iota // changed since the last Drain
+	flagFinal             // a session reported final, kept until no on-time event can touch it
 )
 
 // cells is the accumulator of the window at word at of g.
@@ -399,12 +398,12 @@ func (op *Operator) bridgeable(vs *viewState, g *group, at int) bool {
 }
 
 // goneAt records that the session at word at of g no longer has its key:
-// it merged into another, or starts earlier now.
+// it merged into another, or starts earlier now. It is reported gone even
+// if it was never reported: a restart from a checkpoint replays events, but
+// not the flushes between them, so whether the process before it wrote the
+// key cannot be known; deleting a key that is not there is harmless.
 func (vs *viewState) goneAt(g *group, at int) {
-	if g.wins[at+winFlags]&flagEmitted != 0 {
-		vs.gone = append(vs.gone, Update{View: vs.v, Start: g.wins[at+winStart], Dims: g.dims, Gone: true, group: g})
-		g.wins[at+winFlags] &^= flagEmitted
-	}
+	vs.gone = append(vs.gone, Update{View: vs.v, Start: g.wins[at+winStart], Dims: g.dims, Gone: true, group: g})
 }
 
 // fold adds a row to every open window of the group that its time is in,
@@ -509,7 +508,6 @@ func (op *Operator) Drain(out []Update) []Update {
 		u := Update{View: vs.v, Start: g.wins[at+winStart], Dims: g.dims, Measures: vals[n:len(vals):len(vals)], Final: final, group: g}
 		if vs.v.Session() {
 			u.End = vs.v.SessionEnd(g.wins[at+winLast])
-			g.wins[at+winFlags] |= flagEmitted
 		} else {
 			u.End = vs.v.End(u.Start)
 		}
