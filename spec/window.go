@@ -122,6 +122,22 @@ func (v *View) SealDelay() time.Duration {
 	return v.Reach() + v.Lateness + v.Stream.OutOfOrderness + v.Stream.IdleTimeout
 }
 
+// Bridgeable reports whether one event could join both the session whose
+// last event is at last and a later one starting at start: it would lie
+// less than Gap after the one and before the other, in the same span.
+func (w Window) Bridgeable(last, start int64) bool {
+	return start > last && start < last+2*w.Gap.Microseconds() && w.SessionSpan(start) == w.SessionSpan(last)
+}
+
+// Untouchable is the watermark from which no on-time event can change the
+// closed session whose last event is at last, unless it joins an open
+// session Bridgeable to it: an event less than Gap after it would open a
+// session of its own that had closed, and so would one that opened a
+// session it could then bridge to (starting less than 2*Gap after it).
+func (w Window) Untouchable(last int64) int64 {
+	return w.ClosesAt(w.SessionEnd(last + 2*w.Gap.Microseconds()))
+}
+
 // keyGrain is how finely a session's key prefix places its start.
 const keyGrain = int64(60e6)
 

@@ -386,11 +386,9 @@ func (op *Operator) foldSession(vs *viewState, g *group, ts int64, row spec.Row)
 // session's last joins an open one only if that starts less than 2*Gap
 // after it.
 func (op *Operator) bridgeable(vs *viewState, g *group, at int) bool {
-	w := vs.v.Window
 	last := g.wins[at+winLast]
 	for o := 0; o < len(g.wins); o += vs.stride {
-		start := g.wins[o+winStart]
-		if g.wins[o+winFlags]&flagFinal == 0 && start > last && start < last+2*w.Gap.Microseconds() && w.SessionSpan(start) == w.SessionSpan(last) {
+		if g.wins[o+winFlags]&flagFinal == 0 && vs.v.Bridgeable(last, g.wins[o+winStart]) {
 			return true
 		}
 	}
@@ -591,7 +589,7 @@ func (op *Operator) drainSessions(vs *viewState, out []Update, value func(*viewS
 		}
 		next := w.ClosesAt(w.SessionEnd(last))
 		if g.wins[at+winFlags]&flagFinal != 0 {
-			if next = w.ClosesAt(w.SessionEnd(last + 2*w.Gap.Microseconds())); next <= op.Watermark {
+			if next = w.Untouchable(last); next <= op.Watermark {
 				if !op.bridgeable(vs, g, at) {
 					return final, false // forgotten
 				}
