@@ -34,8 +34,8 @@ type Window struct {
 // Session reports whether the windows are sessions.
 func (w Window) Session() bool { return w.Gap > 0 }
 
-// Tumbling reports whether fixed windows do not overlap.
-func (w Window) Tumbling() bool { return w.Hop == w.Size }
+// Tumbling reports whether the windows are fixed and do not overlap.
+func (w Window) Tumbling() bool { return !w.Session() && w.Hop == w.Size }
 
 // String describes the windows as the spec writes them.
 func (w Window) String() string {

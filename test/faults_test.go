@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -40,7 +42,8 @@ type stack struct {
 	env      []string
 
 	natsOpts devstack.NATSOptions
-	ns       *devstack.NATS
+	ns       *devstack.NATS        // one server, or
+	cluster  *devstack.NATSCluster // a cluster (topology.natsNodes > 1)
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	tOpts    devstack.TemporalOptions
@@ -49,9 +52,10 @@ type stack struct {
 	minio    *devstack.MinIO
 	tc       client.Client
 
-	procs    map[string]*exec.Cmd
-	args     map[string][]string
-	serveURL string
+	procs     map[string]*exec.Cmd
+	args      map[string][]string
+	serveURL  string   // the first serve replica's
+	serveURLs []string // every replica's
 
 	outs    []string // generator --out files
 	invalid int      // malformed events published
@@ -69,10 +73,21 @@ func ports(t testing.TB, n int) []int {
 	return out
 }
 
-func startStack(t testing.TB) *stack {
+// topology is how many of each part a stack runs.
+type topology struct {
+	natsNodes, workers, serves int
+}
+
+func startStack(t testing.TB) *stack { return startStackWith(t, topology{1, 1, 1}) }
+
+// startStackWith runs the stack as processes: NATS (a server, or a
+// cluster whose streams and buckets have 3 replicas), Temporal and MinIO,
+// one stream processor, and the workers and serve replicas asked for,
+// named worker, worker2, ... and serve, serve2, ...
+func startStackWith(t testing.TB, topo topology) *stack {
 	ctx := t.Context()
 	s := &stack{t: t, dir: t.TempDir(), bin: stacktest.BuildTideline(t), spec: stacktest.FastSpec(t), procs: map[string]*exec.Cmd{}, args: map[string][]string{}}
-	p := ports(t, 8)
+	p := ports(t, 6+topo.workers+topo.serves)
 	specPath := filepath.Join(s.dir, "spec.yaml")
 	if err := os.WriteFile(specPath, []byte(stacktest.FastSpecYAML(t)), 0o644); err != nil {
 		t.Fatal(err)
@@ -83,11 +98,21 @@ func startStack(t testing.TB) *stack {
 		}
 	}
 	var err error
-	s.natsOpts = devstack.NATSOptions{Dir: filepath.Join(s.dir, "nats"), Port: p[0]}
-	if s.ns, err = devstack.StartNATS(s.natsOpts); err != nil {
-		t.Fatal(err)
+	natsURL, replicas := "", 1
+	if topo.natsNodes > 1 {
+		if s.cluster, err = devstack.StartNATSCluster(filepath.Join(s.dir, "nats"), topo.natsNodes); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.cluster.Stop)
+		natsURL, replicas = s.cluster.URL(), 3
+	} else {
+		s.natsOpts = devstack.NATSOptions{Dir: filepath.Join(s.dir, "nats"), Port: p[0]}
+		if s.ns, err = devstack.StartNATS(s.natsOpts); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.ns.Stop() })
+		natsURL = s.ns.URL
 	}
-	t.Cleanup(func() { s.ns.Stop() })
 	s.tOpts = devstack.TemporalOptions{Dir: filepath.Join(s.dir, "temporal"), Port: p[1], UIPort: p[2], Log: quiet}
 	if s.temporal, err = devstack.StartTemporal(ctx, s.tOpts); err != nil {
 		t.Fatal(err)
@@ -98,7 +123,7 @@ func startStack(t testing.TB) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.minio.Stop() })
-	if s.nc, err = nats.Connect(s.ns.URL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond)); err != nil {
+	if s.nc, err = nats.Connect(natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.nc.Close)
@@ -110,15 +135,24 @@ func startStack(t testing.TB) *stack {
 	}
 	t.Cleanup(s.tc.Close)
 	m := s.minio
-	s.env = []string{"TIDELINE_PPROF=true", "TIDELINE_SPEC=" + specPath, "TIDELINE_NATS_URL=" + s.ns.URL, "TIDELINE_TEMPORAL=" + s.temporal.HostPort,
+	s.env = []string{"TIDELINE_PPROF=true", "TIDELINE_SPEC=" + specPath, "TIDELINE_NATS_URL=" + natsURL, "TIDELINE_REPLICAS=" + fmt.Sprint(replicas), "TIDELINE_TEMPORAL=" + s.temporal.HostPort,
 		"TIDELINE_LAKE=s3://tideline/lake", "TIDELINE_S3_ENDPOINT=" + m.Endpoint, "TIDELINE_S3_ACCESS_KEY=" + m.AccessKey, "TIDELINE_S3_SECRET_KEY=" + m.SecretKey}
-	s.serveURL = fmt.Sprintf("http://127.0.0.1:%d", p[7])
 	s.args["stream"] = []string{"stream", "--http", fmt.Sprintf("127.0.0.1:%d", p[5])}
-	s.args["worker"] = []string{"worker", "--http", fmt.Sprintf("127.0.0.1:%d", p[6]), "--chunk", "5000"}
-	// A soak makes views of millions of windows; check reads them whole.
-	s.args["serve"] = []string{"serve", "--http", fmt.Sprintf("127.0.0.1:%d", p[7]), "--max-rows", "50000000", "--query-timeout", "2m"}
-	for _, name := range []string{"stream", "worker", "serve"} {
-		s.start(name)
+	for i := range topo.workers {
+		s.args[numbered("worker", i)] = []string{"worker", "--http", fmt.Sprintf("127.0.0.1:%d", p[6+i]), "--chunk", "5000"}
+	}
+	for i := range topo.serves {
+		port := p[6+topo.workers+i]
+		s.serveURLs = append(s.serveURLs, fmt.Sprintf("http://127.0.0.1:%d", port))
+		// A soak makes views of millions of windows; check reads them whole.
+		s.args[numbered("serve", i)] = []string{"serve", "--http", fmt.Sprintf("127.0.0.1:%d", port), "--max-rows", "50000000", "--query-timeout", "2m"}
+	}
+	s.serveURL = s.serveURLs[0]
+	s.start("stream") // first: it sets the streams up
+	for _, name := range slices.Sorted(maps.Keys(s.args)) {
+		if name != "stream" {
+			s.start(name)
+		}
 	}
 	s.waitFor("the stream set up", time.Minute, func() error {
 		_, err := s.js.Stream(ctx, "payments")
@@ -126,6 +160,14 @@ func startStack(t testing.TB) *stack {
 	})
 	s.waitFor("serve ready", time.Minute, func() error { return s.get("/readyz", nil) })
 	return s
+}
+
+// numbered names the i-th process of a kind: worker, worker2, worker3...
+func numbered(kind string, i int) string {
+	if i == 0 {
+		return kind
+	}
+	return fmt.Sprint(kind, i+1)
 }
 
 // start runs one of tideline's processes, logging to <dir>/<name>.log.
@@ -277,7 +319,7 @@ func (s *stack) waitFor(what string, timeout time.Duration, check func() error) 
 // failWithLogs fails with the tail of each process's log (and keepLogs).
 func (s *stack) failWithLogs(format string, args ...any) {
 	s.t.Helper()
-	for _, name := range []string{"stream", "worker", "serve"} {
+	for _, name := range slices.Sorted(maps.Keys(s.args)) {
 		data, _ := os.ReadFile(filepath.Join(s.dir, name+".log"))
 		if len(data) > 4000 {
 			data = data[len(data)-4000:]
@@ -294,7 +336,7 @@ func (s *stack) keepLogs() {
 	keep := stacktest.Artifact(s.t, "faults")
 	_ = os.RemoveAll(keep)
 	_ = os.MkdirAll(keep, 0o755)
-	for _, name := range []string{"stream", "worker", "serve"} {
+	for _, name := range slices.Sorted(maps.Keys(s.args)) {
 		data, _ := os.ReadFile(filepath.Join(s.dir, name+".log"))
 		_ = os.WriteFile(filepath.Join(keep, name+".log"), data, 0o644)
 	}

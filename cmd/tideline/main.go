@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -47,4 +48,16 @@ func envOr(key, def string) string {
 		return v
 	}
 	return def
+}
+
+// envInt is envOr for a whole number; a value that is not one stops the
+// program with a message naming the variable.
+func envInt(key string, def int) int {
+	v := envOr(key, strconv.Itoa(def))
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "tideline: %s=%q is not a whole number; unset it or give one\n", key, v)
+		os.Exit(2)
+	}
+	return n
 }

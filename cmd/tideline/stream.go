@@ -16,6 +16,7 @@ func streamCmd() *cobra.Command {
 	var c commonFlags
 	var h httpFlags
 	var setupOnly bool
+	var replicas int
 	var o stream.ProcessorOptions
 	cmd := &cobra.Command{
 		Use:   "stream",
@@ -37,7 +38,7 @@ POST /v1/ingest/{stream} for NDJSON.`,
 				return err
 			}
 			defer nc.Close()
-			if err := stream.Setup(ctx, js, s, stream.SetupOptions{}); err != nil {
+			if err := stream.Setup(ctx, js, s, stream.SetupOptions{Replicas: replicas}); err != nil {
 				return err
 			}
 			slog.Info("streams ready", "streams", len(s.Streams), "views", len(s.Views), "nats", c.natsURL)
@@ -75,6 +76,7 @@ POST /v1/ingest/{stream} for NDJSON.`,
 	c.register(f)
 	h.register(f, "TIDELINE_STREAM_HTTP", "127.0.0.1:8081", "/metrics, /healthz and ingest", true)
 	f.BoolVar(&setupOnly, "setup-only", false, "create or update the streams and buckets, then exit")
+	f.IntVar(&replicas, "replicas", envInt("TIDELINE_REPLICAS", 1), "JetStream replicas of every stream and bucket: 3 on a 3-node NATS cluster (env TIDELINE_REPLICAS)")
 	f.DurationVar(&o.FlushEvery, "flush-every", 25*time.Millisecond, "how often changed windows are published")
 	f.DurationVar(&o.CheckpointEvery, "checkpoint-every", time.Second, "checkpoint at least this often")
 	f.IntVar(&o.CheckpointEvents, "checkpoint-events", 100_000, "checkpoint at least every this many events")
