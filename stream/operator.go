@@ -2,6 +2,7 @@ package stream
 
 import (
 	"cmp"
+	"container/heap"
 	"math"
 	"slices"
 	"strconv"
@@ -55,6 +56,7 @@ func (u *Update) id() windowID { return windowID{u.group, u.Start} }
 // one flat slice, so an event reaches all of them with one map lookup and
 // reads no further pointer.
 type group struct {
+	key  string       // in viewState.groups
 	dims []spec.Value // strings cloned: an event's are borrowed from its message
 	// wins holds the windows, stride words each: the start, flags, for a
 	// session the time of its last event, then the spec.Cell (count,
@@ -97,9 +99,10 @@ type viewState struct {
 	cellsAt  int   // word of a window's first cell
 	sketched bool  // a measure keeps a sketch (spec.View.Sketched)
 	found    []bool
-	// Sessions: the next watermark at which a session closes or a closed
-	// one can be forgotten, and the windows gone since the last Drain.
-	next int64
+	// Sessions: when each group next has a session to close or forget (a
+	// min-heap; a group may be in it more than once, and is looked at once
+	// a Drain), and the windows gone since the last Drain.
+	due  dueHeap
 	gone []Update
 	// since is the first event time from which the view has seen every
 	// event: windows starting at or after it are the speed layer's; those
@@ -161,7 +164,7 @@ func NewOperator(st *spec.Stream) *Operator {
 	for _, v := range st.Views {
 		vs := &viewState{
 			v: v, groups: map[string]*group{}, minStart: math.MaxInt64, horizon: v.Horizon().Microseconds(),
-			cellsAt: winCells, stride: winCells + 2*len(v.Measures), since: math.MinInt64, next: math.MaxInt64,
+			cellsAt: winCells, stride: winCells + 2*len(v.Measures), since: math.MinInt64,
 			sketched: v.Sketched(),
 		}
 		if v.Session() {
@@ -244,11 +247,11 @@ func (op *Operator) applyEvent(ev spec.Event, received time.Time) Outcome {
 				late = true
 				continue
 			}
-			g = &group{dims: vs.v.Dims(row)}
+			g = &group{key: string(op.keyBuf), dims: vs.v.Dims(row)}
 			for i, d := range g.dims {
 				g.dims[i].Str = strings.Clone(d.Str)
 			}
-			vs.groups[string(op.keyBuf)] = g
+			vs.groups[g.key] = g
 		}
 		if vs.v.Session() {
 			if !op.foldSession(vs, g, ts, row) {
@@ -349,6 +352,9 @@ func (op *Operator) foldSession(vs *viewState, g *group, ts int64, row spec.Row)
 		clear(g.wins[at:])
 		g.wins[at+winStart], g.wins[at+winLast] = ts, ts
 		vs.open++
+		// The session closes at this at the earliest; if it grows, Drain
+		// finds it later and puts the group back for then.
+		heap.Push(&vs.due, dueEntry{vs.v.ClosesAt(w.SessionEnd(ts)), g})
 	}
 	if b := hit[1]; b >= 0 {
 		// The row bridges two sessions: the later merges into the earlier.
@@ -375,7 +381,6 @@ func (op *Operator) foldSession(vs *viewState, g *group, ts int64, row spec.Row)
 		g.wins[at+winStart] = ts
 	}
 	g.wins[at+winLast] = max(g.wins[at+winLast], ts)
-	vs.next = min(vs.next, vs.v.ClosesAt(w.SessionEnd(g.wins[at+winLast])))
 	op.addAt(vs, g, at, row)
 	return true
 }
@@ -575,30 +580,76 @@ func (op *Operator) windowClosed(vs *viewState, g *group, at int) bool {
 // session starts less than 2*Gap after the closed one. So a closed session
 // is kept while such an open session exists, or could still open on time:
 // until the watermark passes 3*Gap after its last event, plus lateness.
+//
+// It looks only at the groups due by the watermark, so a Drain costs what
+// closes, not what is open.
 func (op *Operator) drainSessions(vs *viewState, out []Update, value func(*viewState, *group, int, bool) Update) []Update {
-	if op.Watermark == math.MinInt64 || vs.next > op.Watermark {
+	if op.Watermark == math.MinInt64 {
 		return out
 	}
 	w := vs.v.Window
-	vs.next = math.MaxInt64
-	return sweep(vs, out, value, func(g *group, at int) (final, keep bool) {
-		last := g.wins[at+winLast]
-		if g.wins[at+winFlags]&flagFinal == 0 && op.closedEnd(vs, w.SessionEnd(last)) {
-			final = true
-			g.wins[at+winFlags] |= flagFinal // kept, so events that would change it are late
+	first := len(out)
+	var done map[*group]bool
+	for len(vs.due) > 0 && vs.due[0].at <= op.Watermark {
+		g := heap.Pop(&vs.due).(dueEntry).g
+		if len(g.wins) == 0 || done[g] {
+			continue // forgotten, or looked at in this Drain
 		}
-		next := w.ClosesAt(w.SessionEnd(last))
-		if g.wins[at+winFlags]&flagFinal != 0 {
-			if next = w.Untouchable(last); next <= op.Watermark {
-				if !op.bridgeable(vs, g, at) {
-					return final, false // forgotten
-				}
-				next = math.MaxInt64 // the open session it could be bridged to sets next
+		if done == nil {
+			done = map[*group]bool{}
+		}
+		done[g] = true
+		next, kept := int64(math.MaxInt64), 0
+		for at := 0; at < len(g.wins); at += vs.stride {
+			last := g.wins[at+winLast]
+			if g.wins[at+winFlags]&flagFinal == 0 && op.closedEnd(vs, w.SessionEnd(last)) {
+				out = append(out, value(vs, g, at, true))
+				vs.open--
+				g.wins[at+winFlags] |= flagFinal // kept, so events that would change it are late
 			}
+			due := w.ClosesAt(w.SessionEnd(last))
+			if g.wins[at+winFlags]&flagFinal != 0 {
+				if due = w.Untouchable(last); due <= op.Watermark {
+					if !op.bridgeable(vs, g, at) {
+						continue // forgotten
+					}
+					due = math.MaxInt64 // the open session it could be bridged to is due first
+				}
+			}
+			next = min(next, due)
+			copy(g.wins[kept:], g.wins[at:at+vs.stride])
+			kept += vs.stride
 		}
-		vs.next = min(vs.next, next)
-		return final, true
-	})
+		if g.wins = g.wins[:kept]; kept == 0 {
+			delete(vs.groups, g.key)
+			continue
+		}
+		heap.Push(&vs.due, dueEntry{next, g})
+	}
+	slices.SortStableFunc(out[first:], func(a, b Update) int { return cmp.Compare(a.Start, b.Start) })
+	return out
+}
+
+// dueEntry is a group of a session view due to be looked at when the
+// watermark reaches at.
+type dueEntry struct {
+	at int64
+	g  *group
+}
+
+// dueHeap orders dueEntry by at (container/heap).
+type dueHeap []dueEntry
+
+func (h dueHeap) Len() int           { return len(h) }
+func (h dueHeap) Less(i, j int) bool { return h[i].at < h[j].at }
+func (h dueHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *dueHeap) Push(x any)        { *h = append(*h, x.(dueEntry)) }
+func (h *dueHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	old[len(old)-1] = dueEntry{}
+	*h = old[:len(old)-1]
+	return x
 }
 
 // sweep asks decide of every window of vs whether to report it final

@@ -215,8 +215,11 @@ func (vs *viewState) group(dims []spec.Value) *group {
 	key := string(vs.v.AppendGroupKey(nil, dims))
 	g := vs.groups[key]
 	if g == nil {
-		g = &group{dims: dims}
+		g = &group{key: key, dims: dims}
 		vs.groups[key] = g
+		if vs.v.Session() {
+			vs.due = append(vs.due, dueEntry{math.MinInt64, g}) // the first Drain looks at it; all equal, so a heap
+		}
 	}
 	return g
 }
@@ -229,7 +232,6 @@ func (vs *viewState) restoreWindow(g *group, w []int64) {
 		vs.open++
 	}
 	vs.minStart = min(vs.minStart, w[winStart])
-	vs.next = math.MinInt64 // sessions: the first Drain looks at every one
 }
 
 // Windows lists the open windows of a view, ordered by start, for tests and
