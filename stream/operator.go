@@ -333,7 +333,7 @@ func (op *Operator) foldSession(vs *viewState, g *group, ts int64, row spec.Row)
 		if !w.Joins(ts, g.wins[at+winStart], g.wins[at+winLast]) {
 			continue
 		}
-		if g.wins[at+winFlags]&flagFinal != 0 || op.closedEnd(vs, w.SessionEnd(g.wins[at+winLast])) {
+		if op.windowClosed(vs, g, at) {
 			return false
 		}
 		if hit[0] < 0 {
@@ -508,13 +508,7 @@ func (op *Operator) Drain(out []Update) []Update {
 		if final && vs.sketched {
 			vs.v.Release(vs.cells(g, at), op.sketches) // a final value does not change
 		}
-		u := Update{View: vs.v, Start: g.wins[at+winStart], Dims: g.dims, Measures: vals[n:len(vals):len(vals)], Final: final, group: g}
-		if vs.v.Session() {
-			u.End = vs.v.SessionEnd(g.wins[at+winLast])
-		} else {
-			u.End = vs.v.End(u.Start)
-		}
-		return u
+		return Update{View: vs.v, Start: g.wins[at+winStart], End: vs.end(g, at), Dims: g.dims, Measures: vals[n:len(vals):len(vals)], Final: final, group: g}
 	}
 	for _, vs := range op.views {
 		out = append(out, vs.gone...)
@@ -565,12 +559,18 @@ func (op *Operator) Drain(out []Update) []Update {
 	return out
 }
 
-// windowClosed reports whether the window at word at of g has closed.
+// windowClosed reports whether the window at word at of g has closed (a
+// session reported final has, whatever the watermark).
 func (op *Operator) windowClosed(vs *viewState, g *group, at int) bool {
+	return g.wins[at+winFlags]&flagFinal != 0 || op.closedEnd(vs, vs.end(g, at))
+}
+
+// end is the end of the window at word at of g.
+func (vs *viewState) end(g *group, at int) int64 {
 	if vs.v.Session() {
-		return g.wins[at+winFlags]&flagFinal != 0 || op.closedEnd(vs, vs.v.SessionEnd(g.wins[at+winLast]))
+		return vs.v.SessionEnd(g.wins[at+winLast])
 	}
-	return op.closed(vs, g.wins[at+winStart])
+	return vs.v.End(g.wins[at+winStart])
 }
 
 // drainSessions reports the sessions the watermark has closed as final,

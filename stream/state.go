@@ -247,13 +247,7 @@ func (op *Operator) Windows(view string) []Update {
 				if g.wins[at+winFlags]&flagFinal != 0 {
 					continue
 				}
-				u := Update{View: vs.v, Start: g.wins[at+winStart], Dims: g.dims, Measures: vs.v.Values(vs.cells(g, at), op.sketches)}
-				if vs.v.Session() {
-					u.End = vs.v.SessionEnd(g.wins[at+winLast])
-				} else {
-					u.End = vs.v.End(u.Start)
-				}
-				out = append(out, u)
+				out = append(out, Update{View: vs.v, Start: g.wins[at+winStart], End: vs.end(g, at), Dims: g.dims, Measures: vs.v.Values(vs.cells(g, at), op.sketches)})
 			}
 		}
 	}
