@@ -151,6 +151,21 @@ func TestSpecErrors(t *testing.T) {
 		}},
 		{"count_distinct of many values", goodStream + "views:\n  v:\n    stream: s\n    window: 1m\n    derive: {m: n * 2}\n    measures: {a: count_distinct(n), b: count_distinct(m)}\n",
 			[]string{"17:19: count_distinct counts a field of at most 63 values", "17:41: count_distinct counts a contract field, m is derived"}},
+		{"session windows", goodStream + "views:\n" +
+			"  a: {stream: s, window: {session: 5m}, measures: {c: count}}\n" +
+			"  b: {stream: s, window: {session: 5m, max: 48h}, measures: {c: count}}\n" +
+			"  c: {stream: s, window: {session: 10m, max: 5m}, measures: {c: count}}\n" +
+			"  d: {stream: s, window: {session: 1500ms, max: 1h}, measures: {c: count}}\n" +
+			"  e: {stream: s, window: {size: 1m, session: 5m, max: 1h}, measures: {c: count}}\n" +
+			"  f: {stream: s, window: {session: 5m, max: 1h}, measures: {c: approx_count_distinct(nn)}}\n",
+			[]string{
+				"13:26: session window needs session and max",
+				"14:26: session max 48h0m0s does not fit gap 5m0s",
+				"15:26: session max 5m0s does not fit gap 10m0s",
+				"16:26: session gap and max must be whole seconds",
+				"17:26: a window is fixed (size) or a session, not both",
+				`18:64: measure c reads unknown field "nn"`,
+			}},
 		{"unknown stream", goodStream + "views:\n  v:\n    stream: t\n    window: 1m\n    measures: {c: count}\n",
 			[]string{`14:13: view v reads unknown stream "t"`}},
 		{"window longer than partition", goodStream + "views:\n  v:\n    stream: s\n    window: 2h\n    measures: {c: count}\n",

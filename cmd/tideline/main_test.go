@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -59,5 +62,23 @@ func TestQueryLocal(t *testing.T) {
 	}
 	if _, _, err := run(t, append(common, "--format", "xml", "SELECT 1")...); err == nil || !strings.Contains(err.Error(), "xml") {
 		t.Errorf("--format xml: %v", err)
+	}
+}
+
+// TestBadNumberInEnvironment starts the commands with TIDELINE_REPLICAS set
+// to something that is not a number, in a child process (the program stops
+// at once): it exits 2 with a message naming the variable, and does not
+// carry on with a default.
+func TestBadNumberInEnvironment(t *testing.T) {
+	if os.Getenv("TIDELINE_TEST_BAD_ENV") == "1" {
+		newRoot()
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBadNumberInEnvironment$")
+	cmd.Env = append(os.Environ(), "TIDELINE_TEST_BAD_ENV=1", "TIDELINE_REPLICAS=three")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), `TIDELINE_REPLICAS="three" is not a whole number`) {
+		t.Fatalf("exit %v, output:\n%s", err, out)
 	}
 }
