@@ -92,8 +92,11 @@ func StartNATSCluster(dir string, n int) (*NATSCluster, error) {
 	routes := make([]string, n)
 	for i := range n {
 		ports := make([]int, 2)
-		if err := freePorts(&ports[0], &ports[1]); err != nil {
-			return nil, err
+		for j := range ports {
+			var err error
+			if ports[j], err = StablePort(); err != nil { // a node is started again on the same ports
+				return nil, err
+			}
 		}
 		c.Opts = append(c.Opts, NATSOptions{Dir: filepath.Join(dir, fmt.Sprintf("node%d", i)), Port: ports[0], Name: fmt.Sprintf("node%d", i), ClusterPort: ports[1]})
 		routes[i] = fmt.Sprintf("nats://127.0.0.1:%d", ports[1])

@@ -5,12 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -143,6 +145,32 @@ func FreePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// StablePort returns a TCP port on 127.0.0.1 that was free a moment ago
+// and lies below the kernel's ephemeral range, for a server that will be
+// stopped and started again on it: a port of that range can meanwhile be
+// taken as the local end of some outgoing connection (clients moving to
+// another node of a cluster make many), and the server could not listen
+// on it again.
+func StablePort() (int, error) {
+	lo := 32768 // Linux's default start of the ephemeral range
+	if data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(data)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 2048 {
+				lo = n
+			}
+		}
+	}
+	base := 1024 + rand.IntN(lo-1024)
+	for i := range lo - 1024 {
+		port := 1024 + (base-1024+i)%(lo-1024)
+		if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
+			l.Close()
+			return port, nil
+		}
+	}
+	return 0, fmt.Errorf("cannot find a free port below %d", lo)
 }
 
 func freePorts(ports ...*int) error {
