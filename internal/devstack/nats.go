@@ -1,7 +1,6 @@
 package devstack
 
 import (
-	"errors"
 	"fmt"
 	"net/url"
 	"path/filepath"
@@ -110,15 +109,27 @@ func StartNATSCluster(dir string, n int) (*NATSCluster, error) {
 		}
 		c.Nodes = append(c.Nodes, ns)
 	}
+	// Ready when the meta leader counts every node as a JetStream peer
+	// with stats: before that, a stream of n replicas has no placement.
 	deadline := time.Now().Add(30 * time.Second)
-	for !c.Nodes[0].Server.JetStreamIsClustered() || !c.Nodes[0].Server.JetStreamIsCurrent() {
+	for !c.ready(n) {
 		if time.Now().After(deadline) {
 			c.Stop()
-			return nil, errors.New("cannot start a NATS cluster: JetStream has no leader after 30s")
+			return nil, fmt.Errorf("cannot start a NATS cluster: JetStream's leader does not see all %d nodes after 30s", n)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	return c, nil
+}
+
+// ready reports whether some node leads JetStream and sees n peers.
+func (c *NATSCluster) ready(n int) bool {
+	for _, node := range c.Nodes {
+		if node.Server.JetStreamIsLeader() && len(node.Server.JetStreamClusterPeers()) == n {
+			return true
+		}
+	}
+	return false
 }
 
 // URL lists every node, as clients take it: they reconnect to another
