@@ -64,7 +64,7 @@ type stack struct {
 func ports(t testing.TB, n int) []int {
 	out := make([]int, n)
 	for i := range out {
-		p, err := devstack.FreePort()
+		p, err := devstack.StablePort() // processes restart on theirs; a port of the ephemeral range may be taken meanwhile
 		if err != nil {
 			t.Fatal(err)
 		}
