@@ -230,3 +230,42 @@ func (sk *Sketches) Clone() *Sketches {
 	}
 	return out
 }
+
+// AppendBinary appends the sketch's registers: 4 bytes (register<<8|rank,
+// big-endian) per set register while it is sparse, or every register's
+// rank, HLLRegisters bytes, once dense.
+func (s *Sketch) AppendBinary(b []byte) []byte {
+	if s.Dense != nil {
+		return append(b, s.Dense...)
+	}
+	for _, e := range s.Sparse {
+		b = binary.BigEndian.AppendUint32(b, e)
+	}
+	return b
+}
+
+// DecodeSketch reads a sketch AppendBinary wrote, checking every register
+// and rank: the bytes come from a KV bucket any client can write.
+func DecodeSketch(b []byte) (*Sketch, error) {
+	if len(b) == hllM {
+		for reg, rank := range b {
+			if int(rank) > hllRanks+1 {
+				return nil, fmt.Errorf("register %d has rank %d, above the most a sketch holds (%d)", reg, rank, hllRanks+1)
+			}
+		}
+		return &Sketch{Dense: slices.Clone(b)}, nil
+	}
+	if len(b)%4 != 0 || len(b)/4 > sparseMax {
+		return nil, fmt.Errorf("%d bytes is neither a sparse sketch (4 bytes a register, at most %d) nor a dense one (%d)", len(b), sparseMax, hllM)
+	}
+	s := &Sketch{}
+	for i := 0; i < len(b); i += 4 {
+		e := binary.BigEndian.Uint32(b[i:])
+		reg, rank := int(e>>8), uint8(e)
+		if reg >= hllM || rank == 0 || int(rank) > hllRanks+1 {
+			return nil, fmt.Errorf("register entry %#x is out of range", e)
+		}
+		s.add(reg, rank)
+	}
+	return s, nil
+}

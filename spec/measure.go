@@ -3,6 +3,7 @@ package spec
 import (
 	"fmt"
 	"math/bits"
+	"slices"
 )
 
 // MeasureKind is an exact, mergeable aggregate.
@@ -305,3 +306,47 @@ func (v *View) Release(a Accumulator, sk *Sketches) {
 		}
 	}
 }
+
+// Partial is a window's mergeable state outside the engine that made it:
+// its cells, with each sketch cell's registers in place of its number in
+// that engine's Sketches. The partitions of a partitioned stream each
+// write theirs, and a reader merges them into the window's value.
+type Partial struct {
+	Cells    []Cell
+	Sketches []*Sketch // by measure: nil but for a sketch measure's, and nil when empty
+}
+
+// Export copies the state a (whose sketches sk holds) out of the engine.
+func (v *View) Export(a Accumulator, sk *Sketches) Partial {
+	p := Partial{Cells: slices.Clone([]Cell(a))}
+	for i, m := range v.Measures {
+		if !m.kind().sketch {
+			continue
+		}
+		if p.Sketches == nil {
+			p.Sketches = make([]*Sketch, len(v.Measures))
+		}
+		if a[i].V > 0 {
+			p.Sketches[i] = sk.All[a[i].V-1].clone()
+		}
+		p.Cells[i].V = 0
+	}
+	return p
+}
+
+// Import merges the exported state p into a, whose sketches sk holds.
+func (v *View) Import(a Accumulator, p Partial, sk *Sketches) {
+	for i, m := range v.Measures {
+		if !m.kind().sketch {
+			m.kind().merge(&a[i], p.Cells[i], sk)
+			continue
+		}
+		a[i].N += p.Cells[i].N
+		if i < len(p.Sketches) && p.Sketches[i] != nil {
+			sk.of(&a[i]).merge(p.Sketches[i])
+		}
+	}
+}
+
+// Sketched reports whether the measure keeps a sketch.
+func (m *Measure) Sketched() bool { return m.kind().sketch }

@@ -240,7 +240,7 @@ func (p *parser) spec(root *yaml.Node, s *Spec) {
 	}
 }
 
-var streamKeys = []string{"subjects", "id", "event_time", "fields", "partition", "retention", "dedup_window", "out_of_orderness", "idle_timeout", "compact_every", "unknown_fields", "http_ingest", "lake_retention"}
+var streamKeys = []string{"subjects", "id", "event_time", "fields", "partition", "partitions", "retention", "dedup_window", "out_of_orderness", "idle_timeout", "compact_every", "unknown_fields", "http_ingest", "lake_retention"}
 
 func (p *parser) stream(name string, n *yaml.Node) *Stream {
 	before := len(p.errs)
@@ -251,7 +251,7 @@ func (p *parser) stream(name string, n *yaml.Node) *Stream {
 	}
 	c := &Contract{ID: -1, Time: -1, index: map[string]int{}}
 	st.Contract = c
-	var idNode, timeNode *yaml.Node
+	var idNode, timeNode, partitionsNode *yaml.Node
 	what := "stream " + name
 	p.mapping(n, what, streamKeys, []string{"subjects", "id", "event_time", "fields"}, func(key string, k, v *yaml.Node) {
 		switch key {
@@ -303,6 +303,17 @@ func (p *parser) stream(name string, n *yaml.Node) *Stream {
 				} else {
 					st.Partition = d
 				}
+			}
+		case "partitions":
+			n, err := strconv.Atoi(v.Value)
+			switch {
+			case err != nil || v.Kind != yaml.ScalarNode:
+				p.add(v, "write a whole number, like 8", "partitions must be a number, got %q", v.Value)
+			case n < 1 || n > MaxPartitions:
+				p.add(v, fmt.Sprintf("use 1 to %d", MaxPartitions), "partitions %d is out of range", n)
+			default:
+				st.Partitions = n
+				partitionsNode = v
 			}
 		case "retention":
 			p.retention(v, &st.Retention)
@@ -356,6 +367,12 @@ func (p *parser) stream(name string, n *yaml.Node) *Stream {
 			p.add(timeNode, "use a field with type: timestamp", "event_time field %q is %s", timeNode.Value, c.Fields[c.Time].Type)
 		case !c.Fields[c.Time].Required:
 			p.add(timeNode, "add required: true to the field", "event_time field %q must be required", timeNode.Value)
+		}
+	}
+	if st.Partitioned() && len(st.Subjects) > 0 {
+		if last := st.Subjects[0]; len(st.Subjects) > 1 || !(strings.HasSuffix(last, ".>") || strings.HasSuffix(last, ".*")) {
+			p.add(partitionsNode, "give the stream one subject ending in .> or .*, like payments.events.>: events go to payments.events.<id token>",
+				"a partitioned stream takes one subject ending in a wildcard, got %s", strings.Join(st.Subjects, ", "))
 		}
 	}
 	if len(p.errs) > before && (c.ID < 0 || c.Time < 0) {

@@ -57,6 +57,9 @@ type Stream struct {
 	Contract *Contract
 	// Partition is the event-time slice of compaction and recompute.
 	Partition time.Duration
+	// Partitions is how many partitions the speed layer splits the stream
+	// into (partition.go); 0 or 1 is one, unpartitioned.
+	Partitions int
 	// Retention bounds the JetStream stream (age; bytes and messages when > 0).
 	Retention      Retention
 	DedupWindow    time.Duration

@@ -138,6 +138,21 @@ func (w Window) Untouchable(last int64) int64 {
 	return w.ClosesAt(w.SessionEnd(last + 2*w.Gap.Microseconds()))
 }
 
+// MergeDelay is how far the watermark of a partitioned stream's view
+// trails the least watermark of its partitions: a window of the view
+// whose ClosesAt(end) is at most the view's watermark has its value for
+// good. A fixed window's partitions all close it by their own watermarks.
+// A session need not: an event on time in one partition may join an open
+// session there that overlaps a session another partition has closed, so
+// a session is settled only once its whole Max-long span has closed in
+// every partition, which is at most Max - Gap after its own end.
+func (w Window) MergeDelay() time.Duration {
+	if w.Session() {
+		return w.Max - w.Gap
+	}
+	return 0
+}
+
 // keyGrain is how finely a session's key prefix places its start.
 const keyGrain = int64(60e6)
 

@@ -5,10 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"math/rand/v2"
-	"strconv"
 	"strings"
 	"time"
 
@@ -18,17 +16,19 @@ import (
 	"tideline/spec"
 )
 
-// PublishSubject is the concrete subject an event with this id goes to: the
-// stream's first subject with its wildcards filled by a partition token
-// (one of 8, from the id's hash), so partitions spread over subjects.
+// PublishSubject is the concrete subject an event with this id goes to:
+// the stream's first subject with its wildcards filled by the id's token
+// (spec.IDToken), so events spread over subjects; a partitioned stream's
+// mapping reads its partition from that token.
 func PublishSubject(st *spec.Stream, id string) string {
-	h := fnv.New32a()
-	h.Write([]byte(id))
-	part := strconv.Itoa(int(h.Sum32() % 8))
+	tok := spec.IDToken(id)
+	if st.Partitioned() {
+		return st.SubjectPrefix() + "." + tok
+	}
 	toks := strings.Split(st.Subjects[0], ".")
 	for i, t := range toks {
 		if t == "*" || t == ">" {
-			toks[i] = part
+			toks[i] = tok
 		}
 	}
 	return strings.Join(toks, ".")

@@ -204,7 +204,7 @@ func (in *Ingester) read(ctx context.Context, st *spec.Stream, body interface{ R
 			}
 			continue
 		}
-		id := idKey(ev.Values[c.ID], c.Fields[c.ID].Type)
+		id := spec.IDText(ev.Values[c.ID], c.Fields[c.ID].Type)
 		f, err := in.js.PublishAsync(PublishSubject(st, id), data, jetstream.WithMsgID(MsgID(id)))
 		if err != nil {
 			return fmt.Errorf("cannot publish line %d to stream %s: %w", line, st.Name, err)

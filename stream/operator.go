@@ -3,6 +3,7 @@ package stream
 import (
 	"cmp"
 	"container/heap"
+	"fmt"
 	"math"
 	"slices"
 	"strconv"
@@ -37,8 +38,14 @@ type Update struct {
 	Final    bool
 	// Gone says the window is no more: a session that merged into another,
 	// or that an earlier event moved the start of. Its key is deleted.
-	Gone  bool
-	group *group // set by Drain: the processor names windows by it
+	Gone bool
+	// Part is, for a partitioned stream, the partition the update is of,
+	// plus one; 0 is a whole window (an unpartitioned stream's, or the
+	// merge of every partition's: MergeParts). A partial update carries
+	// its window's mergeable state in Partial (none when Gone).
+	Part    int
+	Partial *spec.Partial
+	group   *group // set by Drain: the processor names windows by it
 }
 
 // windowID names a window of an operator's without building its key: the
@@ -147,6 +154,10 @@ type Operator struct {
 	replayFrom       uint64 // set by Restore when the ids must be rebuilt
 	forget           int64  // ids are kept this long after their event time
 
+	// Part, when not 0, is the partition of the stream this operator
+	// holds, plus one: its updates are partial (Update.Part).
+	Part int
+
 	keyBuf []byte
 	values []spec.Value // Apply's decode buffer
 	// sketches holds the approx_count_distinct sketches of every window.
@@ -191,6 +202,31 @@ func (op *Operator) Apply(data []byte, seq uint64, received time.Time) (Outcome,
 		return Invalid, err
 	}
 	op.values = ev.Values
+	return op.applyEvent(ev, received), nil
+}
+
+// ApplySubject is Apply for a message stored under subject. A partition's
+// operator (Part > 0) takes only a subject whose last token is the event
+// id's (spec.IDToken): with another, copies of one id could land in two
+// partitions and both count, so it is invalid.
+func (op *Operator) ApplySubject(data []byte, subject string, seq uint64, received time.Time) (Outcome, error) {
+	if op.Part == 0 {
+		return op.Apply(data, seq, received)
+	}
+	if seq > op.Seq {
+		op.Seq = seq
+	}
+	ev, err := op.st.Contract.DecodeInto(op.values, data, received, true)
+	if err != nil {
+		return Invalid, err
+	}
+	op.values = ev.Values
+	c := op.st.Contract
+	id := spec.IDText(ev.Values[c.ID], c.Fields[c.ID].Type)
+	if tok := subject[strings.LastIndexByte(subject, '.')+1:]; tok != spec.IDToken(id) {
+		return Invalid, fmt.Errorf("subject %s ends in token %s, but the token of id %q is %s: publish to %s.%s (stream.PublishSubject, or POST /v1/ingest), so that every copy of an id meets in one partition",
+			subject, tok, id, spec.IDToken(id), op.st.SubjectPrefix(), spec.IDToken(id))
+	}
 	return op.applyEvent(ev, received), nil
 }
 
@@ -456,13 +492,6 @@ func idHash(v spec.Value, t spec.Type) uint64 {
 	return xxhash.Sum64String(v.Str)
 }
 
-func idKey(v spec.Value, t spec.Type) string {
-	if t == spec.TypeInt {
-		return strconv.FormatInt(v.Int, 10)
-	}
-	return v.Str
-}
-
 // Heal takes back event time that runs ahead of now, the clock of the
 // process: a checkpoint written before event time was bounded by the
 // broker's clock (I7) may hold a watermark a future-dated event moved up to
@@ -505,12 +534,20 @@ func (op *Operator) Drain(out []Update) []Update {
 		}
 		n := len(vals)
 		vals = vs.v.AppendValues(vals, vs.cells(g, at), op.sketches)
+		u := Update{View: vs.v, Start: g.wins[at+winStart], End: vs.end(g, at), Dims: g.dims, Measures: vals[n:len(vals):len(vals)], Final: final, group: g}
+		if op.Part > 0 {
+			p := vs.v.Export(vs.cells(g, at), op.sketches)
+			u.Part, u.Partial = op.Part, &p
+		}
 		if final && vs.sketched {
 			vs.v.Release(vs.cells(g, at), op.sketches) // a final value does not change
 		}
-		return Update{View: vs.v, Start: g.wins[at+winStart], End: vs.end(g, at), Dims: g.dims, Measures: vals[n:len(vals):len(vals)], Final: final, group: g}
+		return u
 	}
 	for _, vs := range op.views {
+		for i := range vs.gone {
+			vs.gone[i].Part = op.Part
+		}
 		out = append(out, vs.gone...)
 		clear(vs.gone)
 		vs.gone = vs.gone[:0]

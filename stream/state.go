@@ -29,6 +29,8 @@ type state struct {
 	// Sketches are the approx_count_distinct sketches the windows' cells
 	// name.
 	Sketches *spec.Sketches
+	// Part is the partition the state is of, plus one (Operator.Part).
+	Part int
 }
 
 type viewSnapshot struct {
@@ -74,7 +76,7 @@ type Snapshot struct{ s state }
 // dedup index's map, whose slices are only appended to). Call it after
 // Drain, so no update is pending.
 func (op *Operator) Snapshot() Snapshot {
-	s := state{Stream: op.st.Name, Seq: op.Seq, MaxEvent: op.MaxEvent, Watermark: op.Watermark}
+	s := state{Stream: op.st.Name, Part: op.Part, Seq: op.Seq, MaxEvent: op.MaxEvent, Watermark: op.Watermark}
 	if op.sketches.Len() > 0 {
 		s.Sketches = op.sketches.Clone()
 	}
@@ -142,7 +144,11 @@ func (op *Operator) Restore(data []byte) error {
 	if s.Stream != op.st.Name {
 		return fmt.Errorf("cannot restore checkpoint of stream %s into stream %s", s.Stream, op.st.Name)
 	}
+	if s.Part != op.Part {
+		return fmt.Errorf("cannot restore the checkpoint of partition %d of stream %s into partition %d: delete the checkpoint to start the partition over", s.Part-1, op.st.Name, op.Part-1)
+	}
 	fresh := NewOperator(op.st)
+	fresh.Part = op.Part
 	fresh.Seq, fresh.MaxEvent, fresh.Watermark = s.Seq, s.MaxEvent, s.Watermark
 	fresh.MaxCheckpointIDs, fresh.replayFrom = op.MaxCheckpointIDs, s.SeenFromSeq
 	for sec, seq := range s.SeenSeq {

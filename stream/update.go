@@ -2,8 +2,10 @@ package stream
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -21,13 +23,24 @@ type UpdateJSON struct {
 	Final       bool                       `json:"final"`
 	Gone        bool                       `json:"gone,omitempty"`
 	Watermark   time.Time                  `json:"watermark"`
+	// A partitioned stream's updates are partial: they name their
+	// partition and carry each measure's cell [rows, value], and the
+	// registers of each approx_count_distinct (spec.Sketch.AppendBinary).
+	Partition *int              `json:"partition,omitempty"`
+	Cells     [][2]int64        `json:"cells,omitempty"`
+	Sketches  map[string][]byte `json:"sketches,omitempty"`
 }
 
 // Key is the update's KV key: the window's key prefix (its start, or for a
 // session the minute and the start: spec.Window.KeyPrefix), then a hash of
 // its group.
+// A partial update's key ends in its partition: `.p<n>`.
 func (u *Update) Key() string {
-	return u.View.KeyPrefix(u.Start) + "." + spec.GroupHash(u.Dims)
+	k := u.View.KeyPrefix(u.Start) + "." + spec.GroupHash(u.Dims)
+	if u.Part > 0 {
+		k += ".p" + strconv.Itoa(u.Part-1)
+	}
+	return k
 }
 
 // AppendJSON renders the update for the wire, as UpdateJSON marshals, but
@@ -111,6 +124,42 @@ func (u *Update) appendJSON(b []byte, tt *jsonTexts, watermark int64) []byte {
 	if u.Gone {
 		b = append(b, `,"gone":true`...)
 	}
+	if u.Part > 0 {
+		b = append(b, `,"partition":`...)
+		b = strconv.AppendInt(b, int64(u.Part-1), 10)
+	}
+	if p := u.Partial; p != nil {
+		b = append(b, `,"cells":[`...)
+		for i, c := range p.Cells {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, '[')
+			b = strconv.AppendInt(b, c.N, 10)
+			b = append(b, ',')
+			b = strconv.AppendInt(b, c.V, 10)
+			b = append(b, ']')
+		}
+		b = append(b, ']')
+		n := 0
+		for i, sk := range p.Sketches {
+			if sk == nil {
+				continue
+			}
+			if n++; n == 1 {
+				b = append(b, `,"sketches":{`...)
+			} else {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, v.Measures[i].Name)
+			b = append(b, `:"`...)
+			b = base64.StdEncoding.AppendEncode(b, sk.AppendBinary(nil))
+			b = append(b, '"')
+		}
+		if n > 0 {
+			b = append(b, '}')
+		}
+	}
 	b = append(b, `,"watermark":"`...)
 	b = append(b, tt.time(watermark)...)
 	return append(b, `"}`...)
@@ -175,7 +224,46 @@ func ParseUpdate(v *spec.View, data []byte) (Update, time.Time, error) {
 		}
 		out.Measures[i] = x
 	}
+	if u.Partition != nil {
+		if *u.Partition < 0 || *u.Partition >= spec.MaxPartitions {
+			return Update{}, time.Time{}, fmt.Errorf("cannot read update of view %s: partition %d is out of range", v.Name, *u.Partition)
+		}
+		out.Part = *u.Partition + 1
+	}
+	if u.Cells != nil {
+		p, err := parsePartial(v, u)
+		if err != nil {
+			return Update{}, time.Time{}, fmt.Errorf("cannot read update of view %s: %w", v.Name, err)
+		}
+		out.Partial = p
+	}
 	return out, u.Watermark, nil
+}
+
+// parsePartial reads a partial update's cells and sketches.
+func parsePartial(v *spec.View, u UpdateJSON) (*spec.Partial, error) {
+	if len(u.Cells) != len(v.Measures) {
+		return nil, fmt.Errorf("%d cells for %d measures", len(u.Cells), len(v.Measures))
+	}
+	p := &spec.Partial{Cells: make([]spec.Cell, len(u.Cells))}
+	for i, c := range u.Cells {
+		p.Cells[i] = spec.Cell{N: c[0], V: c[1]}
+	}
+	for name, data := range u.Sketches {
+		i := slices.IndexFunc(v.Measures, func(m *spec.Measure) bool { return m.Name == name })
+		if i < 0 || !v.Measures[i].Sketched() {
+			return nil, fmt.Errorf("a sketch for %q, which is no approx_count_distinct measure of the view", name)
+		}
+		s, err := spec.DecodeSketch(data)
+		if err != nil {
+			return nil, fmt.Errorf("sketch of %s: %w", name, err)
+		}
+		if p.Sketches == nil {
+			p.Sketches = make([]*spec.Sketch, len(v.Measures))
+		}
+		p.Sketches[i] = s
+	}
+	return p, nil
 }
 
 func parseJSONValue(raw []byte, t spec.Type, scale int) (spec.Value, error) {
