@@ -514,7 +514,17 @@ func (op *Operator) Heal(now time.Time) time.Duration {
 // the last arrival. lastArrival is the wall time of the last event.
 func (op *Operator) Tick(now, lastArrival time.Time) {
 	idle := now.Sub(lastArrival)
-	if op.MaxEvent == math.MinInt64 || idle < op.st.IdleTimeout {
+	if idle < op.st.IdleTimeout {
+		return
+	}
+	if op.MaxEvent == math.MinInt64 {
+		// A partition that has had no event would hold back the watermark
+		// of every view of its stream for ever: its event time is taken
+		// to be the wall clock, less the idle timeout and the
+		// out-of-orderness. A whole stream with no event has no windows.
+		if wm := now.UnixMicro() - op.st.IdleTimeout.Microseconds() - op.ooo; op.Part > 0 && wm > op.Watermark {
+			op.Watermark = wm
+		}
 		return
 	}
 	if wm := op.MaxEvent + idle.Microseconds() - op.ooo; wm > op.Watermark {

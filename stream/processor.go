@@ -31,6 +31,14 @@ type ProcessorOptions struct {
 	// (defaults 1s and 100,000 events).
 	CheckpointEvery  time.Duration
 	CheckpointEvents int
+	// Part, for a partitioned stream, is the partition to process, plus
+	// one; 0 processes an unpartitioned stream whole. Group runs one
+	// Processor per partition it holds.
+	Part int
+	// Lease, when set, is checked before each checkpoint is stored: once
+	// it returns an error (the partition's lease moved on to another
+	// process), the processor stops without storing.
+	Lease func(context.Context) error
 	// MaxCheckpointIDs: past this many dedup ids a checkpoint records where
 	// they start in the stream instead, and a restart reads them back
 	// (default 1,000,000).
@@ -67,6 +75,7 @@ func (o *ProcessorOptions) defaults() {
 // counting.
 type Processor struct {
 	st   *spec.Stream
+	name string // the stream, or for a partition <stream>.p<n>: its checkpoint key and metrics label
 	nc   *nats.Conn
 	js   jetstream.JetStream
 	o    ProcessorOptions
@@ -121,9 +130,14 @@ type deadLetter struct {
 // NewProcessor returns a processor for st; Setup must have run.
 func NewProcessor(nc *nats.Conn, js jetstream.JetStream, st *spec.Stream, o ProcessorOptions) *Processor {
 	o.defaults()
-	p := &Processor{st: st, nc: nc, js: js, o: o, op: NewOperator(st), log: o.Log.With("stream", st.Name),
+	name := st.Name
+	if o.Part > 0 {
+		name = PartitionName(st, o.Part-1)
+	}
+	p := &Processor{st: st, name: name, nc: nc, js: js, o: o, op: NewOperator(st), log: o.Log.With("stream", name),
 		lateReported: map[string]uint64{}, kvPending: map[windowID]Update{}, texts: newJSONTexts(), started: time.Now().UTC()}
 	p.op.MaxCheckpointIDs = o.MaxCheckpointIDs
+	p.op.Part = o.Part
 	if m := o.Metrics; m != nil {
 		// Resolved once: label lookups per message would cost more than the work.
 		p.metricUpdate, p.metricFinal, p.metricEvents = map[string]prometheus.Counter{}, map[string]prometheus.Counter{}, map[Outcome]prometheus.Counter{}
@@ -134,7 +148,7 @@ func NewProcessor(nc *nats.Conn, js jetstream.JetStream, st *spec.Stream, o Proc
 		for o, name := range outcomeName {
 			p.metricEvents[o] = m.Events.WithLabelValues(st.Name, name)
 		}
-		p.metricLat = m.Latency.WithLabelValues(st.Name)
+		p.metricLat = m.Latency.WithLabelValues(p.name)
 	}
 	return p
 }
@@ -147,7 +161,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cannot open checkpoint bucket %s (run `tideline stream` setup first): %w", CheckpointBucket, err)
 	}
-	p.ckpt = &checkpointStore{kv: kv, key: p.st.Name}
+	p.ckpt = &checkpointStore{kv: kv, key: p.name}
 	data, err := p.ckpt.load(ctx)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
@@ -273,11 +287,21 @@ const kvPace = 256
 // stream, before the processor consumes again.
 const stallAfter = 10 * time.Second
 
-// streamLastSeq is the stream's last sequence.
+// streamLastSeq is the stream's last sequence, or its partition's.
 func (p *Processor) streamLastSeq(ctx context.Context) (uint64, error) {
 	s, err := p.js.Stream(ctx, StreamName(p.st))
 	if err != nil {
 		return 0, err
+	}
+	if p.o.Part > 0 {
+		m, err := s.GetLastMsgForSubject(ctx, p.st.PartitionSubjects(p.o.Part-1))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return 0, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		return m.Sequence, nil
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
@@ -291,7 +315,7 @@ func (p *Processor) consume(ctx context.Context) (jetstream.ConsumeContext, erro
 	p.mu.Lock()
 	seq := p.op.Seq
 	p.mu.Unlock()
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy, FilterSubjects: p.filter()}
 	if seq > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq+1
 	}
@@ -315,7 +339,7 @@ func (p *Processor) rebuildSeen(ctx context.Context, from, to uint64) error {
 	p.log.Info("rebuilding the dedup set from the stream", "from_seq", from, "to_seq", to)
 	start := time.Now()
 	cons, err := p.js.OrderedConsumer(ctx, StreamName(p.st), jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from,
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from, FilterSubjects: p.filter(),
 	})
 	if err != nil {
 		return fmt.Errorf("cannot read stream %s from sequence %d to rebuild dedup ids: %w", StreamName(p.st), from, err)
@@ -351,6 +375,15 @@ func (p *Processor) rebuildSeen(ctx context.Context, from, to uint64) error {
 	return nil
 }
 
+// filter is the subject filter of the partition processed; none for a
+// whole stream.
+func (p *Processor) filter() []string {
+	if p.o.Part == 0 {
+		return nil
+	}
+	return []string{p.st.PartitionSubjects(p.o.Part - 1)}
+}
+
 func (p *Processor) handle(msg jetstream.Msg) {
 	meta, err := msg.Metadata()
 	if err != nil {
@@ -363,7 +396,7 @@ func (p *Processor) handle(msg jetstream.Msg) {
 		p.mu.Unlock() // applied already: a consumer started again re-delivers
 		return
 	}
-	outcome, verr := p.op.Apply(msg.Data(), meta.Sequence.Stream, meta.Timestamp)
+	outcome, verr := p.op.ApplySubject(msg.Data(), msg.Subject(), meta.Sequence.Stream, meta.Timestamp)
 	p.lastArrival = now
 	p.sinceCkpt++
 	p.pending = meta.NumPending
@@ -461,17 +494,17 @@ func (p *Processor) flush(context.Context) error {
 			f := time.Since(oldest)
 			p.freshness = append(p.freshness, f)
 			if p.o.Metrics != nil {
-				p.o.Metrics.Freshness.WithLabelValues(p.st.Name).Observe(f.Seconds())
+				p.o.Metrics.Freshness.WithLabelValues(p.name).Observe(f.Seconds())
 			}
 		}
 	}
 	p.kvWatermark = wm
 	if m := p.o.Metrics; m != nil {
 		if wm != math.MinInt64 {
-			m.WatermarkLag.WithLabelValues(p.st.Name).Set(time.Since(time.UnixMicro(wm)).Seconds())
+			m.WatermarkLag.WithLabelValues(p.name).Set(time.Since(time.UnixMicro(wm)).Seconds())
 		}
-		m.OpenWindows.WithLabelValues(p.st.Name).Set(float64(open))
-		m.Pending.WithLabelValues(p.st.Name).Set(float64(pending))
+		m.OpenWindows.WithLabelValues(p.name).Set(float64(open))
+		m.Pending.WithLabelValues(p.name).Set(float64(pending))
 		for view, n := range late {
 			if n > p.lateReported[view] {
 				m.Late.WithLabelValues(view).Add(float64(n - p.lateReported[view]))
@@ -556,6 +589,11 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 	p.ckptBusy.Store(true)
 	p.ckptWG.Add(1)
 	write := func() error {
+		if p.o.Lease != nil {
+			if err := p.o.Lease(ctx); err != nil {
+				return err // another member may hold the partition: write nothing
+			}
+		}
 		texts := newJSONTexts()
 		var futures []jetstream.PubAckFuture
 		n := 0
@@ -620,7 +658,7 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 					w.Since = &t
 				}
 				wmData, _ := json.Marshal(w)
-				if _, err := p.js.Publish(ctx, ViewKeySubject(v.Name, WatermarkKey), wmData); err != nil {
+				if _, err := p.js.Publish(ctx, ViewKeySubject(v.Name, watermarkKey(p.o.Part)), wmData); err != nil {
 					return fmt.Errorf("cannot write the watermark of view %s to its bucket: %w", v.Name, err)
 				}
 			}
@@ -630,12 +668,20 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 		if err != nil {
 			return err
 		}
+		if p.o.Lease != nil {
+			if err := p.o.Lease(ctx); err != nil {
+				p.mu.Lock()
+				p.fatal = err
+				p.mu.Unlock()
+				return err
+			}
+		}
 		if err := p.ckpt.save(ctx, seq, data); err != nil {
 			return err
 		}
 		if m := p.o.Metrics; m != nil {
-			m.Checkpoint.WithLabelValues(p.st.Name).Observe(time.Since(start).Seconds())
-			m.CheckpointLen.WithLabelValues(p.st.Name).Set(float64(len(data)))
+			m.Checkpoint.WithLabelValues(p.name).Observe(time.Since(start).Seconds())
+			m.CheckpointLen.WithLabelValues(p.name).Set(float64(len(data)))
 		}
 		p.log.Debug("checkpoint", "seq", seq, "bytes", len(data), "took", time.Since(start))
 		return nil

@@ -61,34 +61,47 @@ func speedRows(t *testing.T, js jetstream.JetStream, v *spec.View) (map[string]o
 		if !u.Final {
 			open++
 		}
-		dims := make([]string, len(v.GroupBy))
-		for i, c := range v.GroupBy {
-			dims[i] = oracle.Render(u.Dims[c.Name])
-		}
-		ms := make([]string, len(v.Measures))
-		for i, m := range v.Measures {
-			raw := string(u.Measures[m.Name])
-			if _, scale := m.Type(); scale > 0 && raw != "null" {
-				n, err := spec.ParseDecimal(raw, scale)
-				if err != nil {
-					t.Fatalf("measure %s = %s: %v", m.Name, raw, err)
-				}
-				raw = oracle.Render(n)
-			}
-			if raw == "null" {
-				raw = "NULL"
-			}
-			ms[i] = raw
-		}
-		r := oracle.Row{Start: u.WindowStart, End: u.WindowEnd, Dims: strings.Join(dims, "|"), Measures: strings.Join(ms, "|")}
+		r := oracleRow(t, v, u)
 		out[oracle.Key(u.WindowStart, r.Dims)] = r
 	}
 	return out, open
 }
 
+// oracleRow is an update in the oracle's form.
+func oracleRow(t *testing.T, v *spec.View, u UpdateJSON) oracle.Row {
+	t.Helper()
+	dims := make([]string, len(v.GroupBy))
+	for i, c := range v.GroupBy {
+		dims[i] = oracle.Render(u.Dims[c.Name])
+	}
+	ms := make([]string, len(v.Measures))
+	for i, m := range v.Measures {
+		raw := string(u.Measures[m.Name])
+		if _, scale := m.Type(); scale > 0 && raw != "null" {
+			n, err := spec.ParseDecimal(raw, scale)
+			if err != nil {
+				t.Fatalf("measure %s = %s: %v", m.Name, raw, err)
+			}
+			raw = oracle.Render(n)
+		}
+		if raw == "null" {
+			raw = "NULL"
+		}
+		ms[i] = raw
+	}
+	return oracle.Row{Start: u.WindowStart, End: u.WindowEnd, Dims: strings.Join(dims, "|"), Measures: strings.Join(ms, "|")}
+}
+
 // waitFinal polls until every window of every view is final and equals the
 // oracle, or fails with the difference.
 func waitFinal(t *testing.T, js jetstream.JetStream, s *spec.Spec, db *sql.DB, timeout time.Duration) {
+	t.Helper()
+	waitRows(t, s, db, timeout, func(v *spec.View) (map[string]oracle.Row, int) { return speedRows(t, js, v) })
+}
+
+// waitRows polls until read says every window of every view is final and
+// equals the oracle, or fails with the difference.
+func waitRows(t *testing.T, s *spec.Spec, db *sql.DB, timeout time.Duration, read func(*spec.View) (map[string]oracle.Row, int)) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -98,7 +111,7 @@ func waitFinal(t *testing.T, js jetstream.JetStream, s *spec.Spec, db *sql.DB, t
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, open := speedRows(t, js, v)
+			got, open := read(v)
 			if d := oracle.Diff(got, want); d != "" || open > 0 {
 				diffs[v.Name] = d
 			}
@@ -116,14 +129,14 @@ func waitFinal(t *testing.T, js jetstream.JetStream, s *spec.Spec, db *sql.DB, t
 	}
 }
 
-func loadOracle(t *testing.T, st *spec.Stream, out string) *sql.DB {
+func loadOracle(t *testing.T, st *spec.Stream, out ...string) *sql.DB {
 	t.Helper()
 	db, err := sql.Open("duckdb", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	if err := oracle.Load(t.Context(), db, st, out); err != nil {
+	if err := oracle.Load(t.Context(), db, st, out...); err != nil {
 		t.Fatal(err)
 	}
 	return db

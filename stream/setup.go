@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -55,6 +56,19 @@ func ViewKeySubject(view, key string) string { return "$KV." + ViewBucket(view) 
 // <start>.<dims hash>, so they never collide with it.
 const WatermarkKey = "watermark"
 
+// watermarkKey is where the processor of a partition (part, plus one;
+// 0 for a whole stream) writes its watermark: WatermarkKey, then .p<n>.
+func watermarkKey(part int) string {
+	if part == 0 {
+		return WatermarkKey
+	}
+	return WatermarkKey + ".p" + strconv.Itoa(part-1)
+}
+
+// PartitionName names partition n of a stream: <stream>.p<n>, the key of
+// its checkpoint and its label in metrics and logs.
+func PartitionName(st *spec.Stream, n int) string { return st.Name + ".p" + strconv.Itoa(n) }
+
 // WatermarkJSON is the value at WatermarkKey.
 type WatermarkJSON struct {
 	Watermark time.Time `json:"watermark"`
@@ -96,6 +110,14 @@ func Setup(ctx context.Context, js jetstream.JetStream, s *spec.Spec, o SetupOpt
 			Duplicates:  st.DedupWindow,
 			Replicas:    o.Replicas,
 		}
+		if st.Partitioned() {
+			src, dest := st.PartitionMapping()
+			cfg.Subjects = []string{src}
+			cfg.SubjectTransform = &jetstream.SubjectTransformConfig{Source: src, Destination: dest}
+		}
+		if err := samePartitions(ctx, js, st, cfg.SubjectTransform); err != nil {
+			return err
+		}
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return streamErr(st.Name, st.Subjects, err)
 		}
@@ -129,6 +151,32 @@ func Setup(ctx context.Context, js jetstream.JetStream, s *spec.Spec, o SetupOpt
 		}
 	}
 	return nil
+}
+
+// samePartitions refuses to change how an existing stream with events in
+// it is partitioned: its partitions' checkpoints and dedup sets hold the
+// events of the old mapping, and an id would now land elsewhere.
+func samePartitions(ctx context.Context, js jetstream.JetStream, st *spec.Stream, want *jetstream.SubjectTransformConfig) error {
+	s, err := js.Stream(ctx, StreamName(st))
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("cannot read stream %s: %w", StreamName(st), err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("cannot read stream %s: %w", StreamName(st), err)
+	}
+	have := info.Config.SubjectTransform
+	if info.State.Msgs == 0 || (have == nil && want == nil) || (have != nil && want != nil && *have == *want) {
+		return nil
+	}
+	was := "unpartitioned"
+	if have != nil {
+		was = "mapped " + have.Source + " -> " + have.Destination
+	}
+	return fmt.Errorf("cannot change how stream %s is partitioned (it is %s, and holds %d events): the partitions' checkpoints and dedup sets hold the old mapping. Keep partitions as they were, or start a new stream under another name and move producers to it", st.Name, was, info.State.Msgs)
 }
 
 func orUnlimited(n int64) int64 {

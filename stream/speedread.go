@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,6 +34,9 @@ type SpeedMark struct {
 
 // ReadSpeedMark reads the view's watermark from its bucket. A missing
 // bucket means the speed layer never ran: the zero SpeedMark.
+//
+// For a partitioned stream it is the view's watermark over every
+// partition's (ViewWatermark): nothing closed until each has written one.
 func ReadSpeedMark(ctx context.Context, js jetstream.JetStream, v *spec.View) (SpeedMark, error) {
 	bucket := ViewBucket(v.Name)
 	kv, err := js.KeyValue(ctx, bucket)
@@ -40,6 +45,9 @@ func ReadSpeedMark(ctx context.Context, js jetstream.JetStream, v *spec.View) (S
 	}
 	if err != nil {
 		return SpeedMark{}, fmt.Errorf("cannot open KV bucket %s: %w", bucket, err)
+	}
+	if v.Stream.Partitioned() {
+		return readPartitionMarks(ctx, js, kv, v)
 	}
 	e, err := kv.Get(ctx, WatermarkKey)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -70,6 +78,45 @@ func ReadSpeedMark(ctx context.Context, js jetstream.JetStream, v *spec.View) (S
 	return m, nil
 }
 
+// readPartitionMarks is ReadSpeedMark for a partitioned stream's view. A
+// partition with no watermark yet leaves the view with none; Written is
+// then when any partition last wrote a window.
+func readPartitionMarks(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, v *spec.View) (SpeedMark, error) {
+	n := v.Stream.Partitions
+	wms := make([]int64, n)
+	var m SpeedMark
+	for p := range n {
+		e, err := kv.Get(ctx, watermarkKey(p+1))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			st, err := js.Stream(ctx, ViewBucketStream(v.Name))
+			if err != nil {
+				return SpeedMark{}, fmt.Errorf("cannot read KV bucket %s: %w", kv.Bucket(), err)
+			}
+			info, err := st.Info(ctx)
+			if err != nil {
+				return SpeedMark{}, fmt.Errorf("cannot read KV bucket %s: %w", kv.Bucket(), err)
+			}
+			return SpeedMark{Written: info.State.LastTime}, nil
+		}
+		if err != nil {
+			return SpeedMark{}, fmt.Errorf("cannot read the watermark of partition %d in KV bucket %s: %w", p, kv.Bucket(), err)
+		}
+		w, err := decodeWatermark(e.Value())
+		if err != nil {
+			return SpeedMark{}, fmt.Errorf("cannot parse the watermark of partition %d in KV bucket %s (%q): %w", p, kv.Bucket(), e.Value(), err)
+		}
+		wms[p] = w.Watermark.UnixMicro()
+		if m.Written.IsZero() || e.Created().Before(m.Written) {
+			m.Written = e.Created()
+		}
+		if w.Since != nil && w.Since.After(m.Since) {
+			m.Since = *w.Since
+		}
+	}
+	m.Watermark = time.UnixMicro(ViewWatermark(v, wms)).UTC()
+	return m, nil
+}
+
 func decodeWatermark(data []byte) (WatermarkJSON, error) {
 	var w WatermarkJSON
 	err := json.Unmarshal(data, &w)
@@ -84,7 +131,37 @@ func decodeWatermark(data []byte) (WatermarkJSON, error) {
 // key and knows from the start how many there are, so a read that stops
 // arriving fails (the caller retries) instead of waiting for ever, as the
 // KV watcher's end-of-initial-values marker did after a NATS restart.
+//
+// A partitioned stream's windows are merged from their partitions'
+// (MergeParts), as final as the view's watermark makes them.
 func ReadSpeedWindows(ctx context.Context, js jetstream.JetStream, v *spec.View, lo, hi int64) ([]Update, error) {
+	if !v.Stream.Partitioned() {
+		return readSpeedWindows(ctx, js, v, lo, hi)
+	}
+	mark, err := ReadSpeedMark(ctx, js, v)
+	if err != nil {
+		return nil, err
+	}
+	// A session's parts start anywhere in its span.
+	reach := v.Window.Max.Microseconds()
+	parts, err := readSpeedWindows(ctx, js, v, lo-reach, hi+reach)
+	if err != nil {
+		return nil, err
+	}
+	wm := int64(math.MinInt64)
+	if !mark.Watermark.IsZero() {
+		wm = mark.Watermark.UnixMicro()
+	}
+	var out []Update
+	for _, u := range MergeParts(v, parts, wm) {
+		if u.Start >= lo && u.Start < hi {
+			out = append(out, u)
+		}
+	}
+	return out, nil
+}
+
+func readSpeedWindows(ctx context.Context, js jetstream.JetStream, v *spec.View, lo, hi int64) ([]Update, error) {
 	bucket := ViewBucket(v.Name)
 	var filters []string
 	for _, prefix := range v.KeyPrefixes(lo, hi) {
@@ -142,6 +219,7 @@ func ReadSpeedWindows(ctx context.Context, js jetstream.JetStream, v *spec.View,
 // marker of a window gone.
 type SpeedEntry struct {
 	IsWatermark bool
+	Part        int       // a partitioned stream's partition the entry is of, plus one
 	Gone        bool      // the window of this key is no more
 	Window      Update    // when not IsWatermark
 	Watermark   time.Time // the speed layer's watermark
@@ -155,7 +233,14 @@ func DecodeSpeedEntry(v *spec.View, e jetstream.KeyValueEntry) (SpeedEntry, erro
 		out.Gone = true
 		return out, nil
 	}
-	if e.Key() == WatermarkKey {
+	if k := e.Key(); k == WatermarkKey || strings.HasPrefix(k, WatermarkKey+".p") {
+		if k != WatermarkKey {
+			p, err := strconv.Atoi(k[len(WatermarkKey)+2:])
+			if err != nil || p < 0 || p >= spec.MaxPartitions {
+				return out, fmt.Errorf("cannot parse the watermark of view %s: key %s names no partition", v.Name, k)
+			}
+			out.Part = p + 1
+		}
 		w, err := decodeWatermark(e.Value())
 		if err != nil {
 			return out, fmt.Errorf("cannot parse the watermark of view %s: %w", v.Name, err)
@@ -167,6 +252,9 @@ func DecodeSpeedEntry(v *spec.View, e jetstream.KeyValueEntry) (SpeedEntry, erro
 	if err != nil {
 		return out, fmt.Errorf("cannot parse window %s of view %s: %w", e.Key(), v.Name, err)
 	}
-	out.Window, out.Watermark = u, wm
+	if v.Stream.Partitioned() != (u.Partial != nil) {
+		return out, fmt.Errorf("window %s of view %s is partial: %t, but its stream is partitioned: %t; the speed layer and this reader run different specs", e.Key(), v.Name, u.Partial != nil, v.Stream.Partitioned())
+	}
+	out.Window, out.Watermark, out.Part = u, wm, u.Part
 	return out, nil
 }

@@ -20,7 +20,7 @@ const StatsWildcard = "tl.stats.>"
 // process started: a reader takes rates from differences and treats a
 // counter that went down as a restart.
 type Stats struct {
-	Stream  string    `json:"stream"`
+	Stream  string    `json:"stream"` // or, for a partition's processor, <stream>.p<n>
 	Time    time.Time `json:"time"`
 	Started time.Time `json:"started"` // of the process: a new value means the counters restarted
 	Seq     uint64    `json:"seq"`     // last stream sequence applied
@@ -55,7 +55,7 @@ func ParseStats(data []byte) (Stats, error) {
 // interval. Run goroutine only.
 func (p *Processor) publishStats(now time.Time) {
 	p.mu.Lock()
-	s := Stats{Stream: p.st.Name, Time: now.UTC(), Started: p.started, Seq: p.op.Seq, Pending: p.pending,
+	s := Stats{Stream: p.name, Time: now.UTC(), Started: p.started, Seq: p.op.Seq, Pending: p.pending,
 		Late: p.op.LateEvents(), OpenWindows: p.op.OpenWindows(), Events: map[string]uint64{}}
 	if wm := p.op.Watermark; wm != math.MinInt64 {
 		s.Watermark = time.UnixMicro(wm).UTC()
@@ -72,7 +72,7 @@ func (p *Processor) publishStats(now time.Time) {
 		p.freshness = p.freshness[:0]
 	}
 	data, _ := json.Marshal(s)
-	if err := p.nc.Publish(StatsSubject(p.st.Name), data); err != nil {
+	if err := p.nc.Publish(StatsSubject(p.name), data); err != nil {
 		p.log.Debug("cannot publish stats", "err", err)
 	}
 }
