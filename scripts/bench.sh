@@ -57,7 +57,8 @@ cpu=$(grep -m1 '^cpu:' "$raw" | cut -d' ' -f2- || true)
       for (i=1;i<=n;i++) {
         name=order[i]; if (name ~ /Anchor/) continue
         m=median(vals[name, "ns/op"]); rows=0
-        for (j=1;j<=n;j++) if (index(order[j], name "Anchor")==1) {
+        base=name; sub(/\/.*/, "", base) # a sub-benchmark shares its parent's anchors
+        for (j=1;j<=n;j++) if (index(order[j], base "Anchor")==1) {
           anchor=order[j]; am=median(vals[anchor, "ns/op"]); rows++
           printf "| %s | %s/op | %s | %s (%s) | %s/op | %.2fx |\n", name, human(m), others(name), anchor, others(anchor), human(am), m/am
         }

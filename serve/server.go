@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"os"
 	"runtime"
 	"strings"
@@ -179,9 +180,10 @@ type view struct {
 	batchIdx, speedIdx *rowIndex
 
 	// Under speedMu:
-	speed      map[string]stream.Update // the speed layer's windows at or above the tideline
+	speed      map[string]stream.Update // the speed layer's windows at or above the tideline; a partitioned stream's are partial
 	dirty      bool
 	watermark  time.Time
+	partWM     []int64   // a partitioned stream's: each partition's watermark
 	lastUpdate time.Time // broker time of the last KV write seen
 }
 
@@ -228,7 +230,14 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 // read only the cache directory, and cannot change that.
 func (s *Server) setup(ctx context.Context) error {
 	for _, v := range s.cfg.Spec.Views {
-		s.views[v.Name] = &view{spec: v, speed: map[string]stream.Update{}, loaded: make(chan struct{})}
+		vw := &view{spec: v, speed: map[string]stream.Update{}, loaded: make(chan struct{})}
+		if v.Stream.Partitioned() {
+			vw.partWM = make([]int64, v.Stream.Partitions)
+			for i := range vw.partWM {
+				vw.partWM[i] = math.MinInt64
+			}
+		}
+		s.views[v.Name] = vw
 		cols := make([]string, 0, 2+len(v.GroupBy)+len(v.Measures))
 		for _, f := range lake.ViewSchema(v).Fields() {
 			cols = append(cols, spec.QuoteIdent(f.Name)+" "+lake.DuckDBType(f.Type))
@@ -313,7 +322,15 @@ func (s *Server) followSpeed(ctx context.Context, v *view) {
 				v.speed[u.Key()] = u
 				v.dirty = true
 			}
-			if se.Watermark.After(v.watermark) {
+			switch {
+			case se.Part > 0 && se.Part <= len(v.partWM):
+				if wm := se.Watermark.UnixMicro(); !se.Watermark.IsZero() && wm > v.partWM[se.Part-1] {
+					v.partWM[se.Part-1] = wm
+					if w := stream.ViewWatermark(v.spec, v.partWM); w != math.MinInt64 {
+						v.watermark = time.UnixMicro(w).UTC()
+					}
+				}
+			case se.Watermark.After(v.watermark):
 				v.watermark = se.Watermark
 			}
 			if se.Written.After(v.lastUpdate) {
@@ -547,6 +564,15 @@ func (s *Server) swapSpeed(ctx context.Context, conn *sql.Conn, v *view, tidelin
 			continue
 		}
 		rows = append(rows, u)
+	}
+	if v.spec.Stream.Partitioned() {
+		// A part starting below the tideline went above: the window it is
+		// part of starts no later than it.
+		wm := int64(math.MinInt64)
+		if !v.watermark.IsZero() {
+			wm = v.watermark.UnixMicro()
+		}
+		rows = stream.MergeParts(v.spec, rows, wm)
 	}
 	v.dirty = false
 	s.speedMu.Unlock()

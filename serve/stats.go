@@ -28,9 +28,10 @@ func (s *Server) followStats() error {
 			s.cfg.Log.Warn("skipping unreadable speed-layer stats", "subject", m.Subject, "err", err)
 			return
 		}
-		// Anyone may publish on the subject: only the spec's streams are
+		// Anyone may publish on the subject: only the spec's streams, and
+		// the partitions of a partitioned one (each its own series), are
 		// kept, so forged names cannot grow the map.
-		if s.cfg.Spec.Stream(st.Stream) == nil || m.Subject != stream.StatsSubject(st.Stream) {
+		if !s.knownProcessor(st.Stream) || m.Subject != stream.StatsSubject(st.Stream) {
 			return
 		}
 		s.stats.mu.Lock()
@@ -44,10 +45,27 @@ func (s *Server) followStats() error {
 	return err
 }
 
+// knownProcessor reports whether name is a stream of the spec or a
+// partition of one (stream.PartitionName).
+func (s *Server) knownProcessor(name string) bool {
+	if s.cfg.Spec.Stream(name) != nil {
+		return true
+	}
+	for _, st := range s.cfg.Spec.Streams {
+		for p := range st.Partitions {
+			if name == stream.PartitionName(st, p) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // StatsResponse is GET /v1/stats' answer.
 type StatsResponse struct {
 	// Streams holds each stream processor's stats, oldest first, newer than
-	// the since parameter.
+	// the since parameter: a partitioned stream's, per partition, under
+	// <stream>.p<n>.
 	Streams map[string][]stream.Stats `json:"streams"`
 }
 

@@ -291,7 +291,12 @@ func BenchmarkFreshness(b *testing.B) {
 // delivery through JetStream to an ordered consumer, at the same rate, with
 // no processing.
 func BenchmarkFreshnessAnchorDelivery(b *testing.B) {
-	bs := startBenchStack(b, false)
+	benchDelivery(b, startBenchStack(b, false))
+}
+
+// benchDelivery measures publish to delivery on bs, as
+// BenchmarkFreshnessAnchorDelivery does.
+func benchDelivery(b *testing.B, bs *benchStack) {
 	var mu sync.Mutex
 	sentAt := map[string]time.Time{}
 	var lat []time.Duration

@@ -78,6 +78,7 @@ type heldPartition struct {
 	cancel  context.CancelFunc
 	done    chan error // the processor's Run result
 	lost    bool       // the lease is known to be another's, or gone
+	proc    *Processor
 }
 
 // NewGroup returns a member of st's group; st must be partitioned.
@@ -114,12 +115,33 @@ func (g *Group) leaseKey(p int) string { return g.st.Name + ".lease." + strconv.
 // Run takes part in the group until ctx ends, then stops its processors
 // (each takes a last checkpoint) and gives up its leases and membership.
 func (g *Group) Run(ctx context.Context) error {
-	kv, err := g.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: GroupBucket, Description: "tideline speed-layer group members and partition leases",
-		TTL: g.o.LeaseTTL, Storage: jetstream.MemoryStorage, Replicas: g.replicas(ctx),
+	// The first member makes the bucket, and its TTL is every member's:
+	// a member that took a longer one than the bucket's could believe it
+	// held a lease another had already taken.
+	var kv jetstream.KeyValue
+	err := retryTimeouts(ctx, func() (err error) {
+		kv, err = g.js.KeyValue(ctx, GroupBucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = g.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+				Bucket: GroupBucket, Description: "tideline speed-layer group members and partition leases",
+				TTL: g.o.LeaseTTL, Storage: jetstream.MemoryStorage, Replicas: g.replicas(ctx),
+			})
+			if errors.Is(err, jetstream.ErrBucketExists) {
+				kv, err = g.js.KeyValue(ctx, GroupBucket)
+			}
+		}
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("cannot open the group bucket %s: %w", GroupBucket, err)
+	}
+	status, err := kv.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("cannot read the group bucket %s: %w", GroupBucket, err)
+	}
+	if ttl := status.TTL(); ttl != g.o.LeaseTTL {
+		g.log.Warn("the group's lease TTL is the bucket's, not this member's; give every member the same --lease-ttl", "bucket_ttl", ttl, "lease_ttl", g.o.LeaseTTL)
+		g.o.LeaseTTL = ttl
 	}
 	g.kv = kv
 	g.log.Info("joining the speed-layer group", "partitions", g.st.Partitions, "lease_ttl", g.o.LeaseTTL)
@@ -216,12 +238,15 @@ func (g *Group) members(ctx context.Context) ([]string, error) {
 
 // renew moves the lease of p on by a compare-and-set on its revision.
 func (g *Group) renew(ctx context.Context, p int, h *heldPartition) {
+	// The lease runs from when the server stored the renewal, which is
+	// after this: counting from here errs on the safe side.
+	start := time.Now()
 	rev, err := g.kv.Update(ctx, g.leaseKey(p), []byte(g.o.Name), h.rev)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	switch {
 	case err == nil:
-		h.rev, h.renewed = rev, time.Now()
+		h.rev, h.renewed = rev, start
 	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyNotFound):
 		h.lost = true // aged out (this member was away) or taken
 	default:
@@ -231,6 +256,7 @@ func (g *Group) renew(ctx context.Context, p int, h *heldPartition) {
 
 // take tries to lease partition p and start its processor.
 func (g *Group) take(ctx context.Context, p int) {
+	start := time.Now()
 	rev, err := g.kv.Create(ctx, g.leaseKey(p), []byte(g.o.Name))
 	if err != nil {
 		if !errors.Is(err, jetstream.ErrKeyExists) {
@@ -239,7 +265,7 @@ func (g *Group) take(ctx context.Context, p int) {
 		return // held by another until it hands it over or its lease ages out
 	}
 	pctx, cancel := context.WithCancel(ctx)
-	h := &heldPartition{rev: rev, renewed: time.Now(), cancel: cancel, done: make(chan error, 1)}
+	h := &heldPartition{rev: rev, renewed: start, cancel: cancel, done: make(chan error, 1)}
 	o := g.o.Processor
 	o.Part = p + 1
 	o.Lease = func(ctx context.Context) error {
@@ -251,12 +277,26 @@ func (g *Group) take(ctx context.Context, p int) {
 		}
 		return nil
 	}
-	proc := NewProcessor(g.nc, g.js, g.st, o)
+	h.proc = NewProcessor(g.nc, g.js, g.st, o)
 	g.mu.Lock()
 	g.held[p] = h
 	g.mu.Unlock()
 	g.log.Info("took partition", "partition", p)
-	go func() { h.done <- proc.Run(pctx) }()
+	go func() { h.done <- h.proc.Run(pctx) }()
+}
+
+// Consumed is how many messages the processors of the partitions held now
+// have consumed since they started.
+func (g *Group) Consumed() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var n uint64
+	for _, h := range g.held {
+		for i := range h.proc.counts {
+			n += h.proc.counts[i].Load()
+		}
+	}
+	return n
 }
 
 // drop stops the processor of p; handover waits for its last checkpoint

@@ -7,15 +7,17 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"tideline/examples/payments"
+	"tideline/internal/devstack"
 	"tideline/internal/oracle"
+	"tideline/internal/stacktest"
 	"tideline/spec"
 )
 
@@ -23,10 +25,7 @@ import (
 // partitions.
 func partitionedSpec(t *testing.T, n int) *spec.Spec {
 	t.Helper()
-	y := strings.Replace(fastSpecYAML(t), "    subjects: [payments.events.>]", "    subjects: [payments.events.>]\n    partitions: "+strconv.Itoa(n), 1)
-	// A merged session settles Max - Gap after its end (MergeDelay): a
-	// shorter span than the fast spec's keeps the test short.
-	y = strings.Replace(y, "window: {session: 3s, max: 45s}", "window: {session: 3s, max: 12s}", 1)
+	y := stacktest.PartitionedSpecYAML(t, n)
 	s, err := spec.Parse("partitioned.yaml", []byte(y))
 	if err != nil {
 		t.Fatal(err)
@@ -183,4 +182,35 @@ func TestPartitionedSpeedLayerMatchesOracle(t *testing.T) {
 func waitMerged(t *testing.T, js jetstream.JetStream, s *spec.Spec, db *sql.DB, timeout time.Duration) {
 	t.Helper()
 	waitRows(t, s, db, timeout, func(v *spec.View) (map[string]oracle.Row, int) { return mergedRows(t, js, v) })
+}
+
+// TestSetupRacesOnACluster: three processes setting up a partitioned
+// stream at once on a 3-node cluster all succeed. JetStream left the
+// losers of the race to create a stream unanswered, and they failed with a
+// timeout, until Setup asked again.
+func TestSetupRacesOnACluster(t *testing.T) {
+	c, err := devstack.StartNATSCluster(t.TempDir(), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	s := partitionedSpec(t, 8)
+	errs := make(chan error, 3)
+	for range 3 {
+		go func() {
+			nc, err := nats.Connect(c.URL())
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer nc.Close()
+			js, _ := jetstream.New(nc)
+			errs <- Setup(t.Context(), js, s, SetupOptions{Replicas: 3})
+		}()
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -122,7 +123,7 @@ type Processor struct {
 // seen it stored: one the server did not acknowledge (a restart lost it)
 // is sent again, with the same id, before the checkpoint moves past it.
 type deadLetter struct {
-	f  jetstream.PubAckFuture
+	f  jetstream.PubAckFuture // nil: it could not be sent
 	m  *nats.Msg
 	id string
 }
@@ -162,6 +163,9 @@ func (p *Processor) Run(ctx context.Context) error {
 		return fmt.Errorf("cannot open checkpoint bucket %s (run `tideline stream` setup first): %w", CheckpointBucket, err)
 	}
 	p.ckpt = &checkpointStore{kv: kv, key: p.name}
+	if p.o.Part > 0 {
+		p.ckpt.owner = strconv.FormatUint(rand.Uint64(), 36) // this processor's, for its chunks
+	}
 	data, err := p.ckpt.load(ctx)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
@@ -184,7 +188,14 @@ func (p *Processor) Run(ctx context.Context) error {
 		}
 	}
 	p.lastArrival = time.Now()
-	if last, err := p.streamLastSeq(ctx); err == nil && last > p.op.Seq {
+	switch last, err := p.streamLastSeq(ctx); {
+	case err != nil:
+		// Unknown (the server is busy electing, say): not idle until a
+		// message arrives or the watch below finds nothing to read, or
+		// event time would move past a backlog not yet delivered.
+		p.pending = 1
+		p.log.Warn("cannot read where the stream ends; not advancing event time on idle until it is known", "err", err)
+	case last > p.op.Seq:
 		p.pending = last - p.op.Seq // a backlog: not idle until it is read
 	}
 	cc, err := p.consume(ctx)
@@ -227,7 +238,15 @@ func (p *Processor) Run(ctx context.Context) error {
 			seq, quiet := p.op.Seq, time.Since(p.lastArrival)
 			p.mu.Unlock()
 			last, err := p.streamLastSeq(ctx)
-			if err != nil || last <= seq {
+			if err != nil {
+				continue
+			}
+			if last <= seq {
+				p.mu.Lock()
+				if p.op.Seq == seq {
+					p.pending = 0 // read to the end
+				}
+				p.mu.Unlock()
 				continue
 			}
 			p.mu.Lock()
@@ -434,7 +453,11 @@ func (p *Processor) deadLetter(subject string, data []byte, seq uint64, reason e
 	id := p.st.Name + ":" + strconv.FormatUint(seq, 10)
 	f, err := p.js.PublishMsgAsync(m, jetstream.WithMsgID(id))
 	if err != nil {
-		return fmt.Errorf("cannot dead-letter sequence %d of stream %s: %w", seq, p.st.Name, err)
+		// Not sent (the connection is between servers): the next
+		// checkpoint sends it, and does not move past it until it is
+		// stored.
+		p.log.Warn("cannot dead-letter an invalid event now; the next checkpoint sends it", "seq", seq, "err", err)
+		f = nil
 	}
 	p.mu.Lock()
 	p.dlq = append(p.dlq, deadLetter{f, m, id})
@@ -602,6 +625,11 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 				if err := p.awaitAcks(ctx); err != nil {
 					return err
 				}
+				if p.o.Lease != nil {
+					if err := p.o.Lease(ctx); err != nil {
+						return err // lost while writing: write no more
+					}
+				}
 			}
 			m := nats.NewMsg(ViewKeySubject(u.View.Name, u.Key()))
 			if u.Gone {
@@ -639,10 +667,12 @@ func (p *Processor) checkpoint(ctx context.Context, wait bool) error {
 			}
 		}
 		for _, d := range dlq {
-			select {
-			case <-d.f.Ok():
-				continue
-			case <-d.f.Err():
+			if d.f != nil {
+				select {
+				case <-d.f.Ok():
+					continue
+				case <-d.f.Err():
+				}
 			}
 			if _, err := p.js.PublishMsg(ctx, d.m, jetstream.WithMsgID(d.id)); err != nil {
 				return fmt.Errorf("cannot dead-letter %s again: %w", d.id, err)
@@ -733,10 +763,19 @@ func (p *Processor) Operator(f func(*Operator)) {
 // slots, alternating by generation, and switches generations with one
 // manifest write, so a reader sees the old checkpoint or the new one, never
 // a mix. Reusing two slots keeps the bucket's size bounded.
+//
+// The manifest is written with a compare-and-set on the revision this
+// store read or last wrote, and a partition's chunks are under the owner
+// token of the processor that wrote them: a processor that lost its
+// partition to another (its lease ran out while it was away) can neither
+// overwrite the other's chunks nor switch the manifest back to its own.
 type checkpointStore struct {
-	kv  jetstream.KeyValue
-	key string
-	gen uint64
+	kv    jetstream.KeyValue
+	key   string
+	owner string // "" for an unpartitioned stream's processor
+	gen   uint64
+	rev   uint64 // of the manifest; 0 when there is none
+	prev  string // the owner of the chunks the manifest named when read
 }
 
 type manifest struct {
@@ -744,6 +783,7 @@ type manifest struct {
 	Chunks int    `json:"chunks"`
 	Seq    uint64 `json:"seq"`
 	Bytes  int    `json:"bytes"`
+	Owner  string `json:"owner,omitempty"`
 }
 
 const chunkSize = 512 << 10
@@ -757,20 +797,23 @@ func (c *checkpointStore) load(ctx context.Context) ([]byte, error) {
 	if err := json.Unmarshal(e.Value(), &m); err != nil {
 		return nil, fmt.Errorf("cannot parse checkpoint manifest %s in %s: %w; delete the key to start over from the beginning of the stream", c.key, CheckpointBucket, err)
 	}
-	c.gen = m.Gen
+	c.gen, c.rev, c.prev = m.Gen, e.Revision(), m.Owner
 	data := make([]byte, 0, m.Bytes)
 	for i := range m.Chunks {
-		ce, err := c.kv.Get(ctx, c.chunkKey(m.Gen, i))
+		ce, err := c.kv.Get(ctx, c.chunkKey(m.Owner, m.Gen, i))
 		if err != nil {
-			return nil, fmt.Errorf("cannot read checkpoint chunk %s: %w", c.chunkKey(m.Gen, i), err)
+			return nil, fmt.Errorf("cannot read checkpoint chunk %s: %w", c.chunkKey(m.Owner, m.Gen, i), err)
 		}
 		data = append(data, ce.Value()...)
 	}
 	return data, nil
 }
 
-func (c *checkpointStore) chunkKey(gen uint64, i int) string {
-	return fmt.Sprintf("%s.chunk.%d.%d", c.key, gen%2, i)
+func (c *checkpointStore) chunkKey(owner string, gen uint64, i int) string {
+	if owner == "" {
+		return fmt.Sprintf("%s.chunk.%d.%d", c.key, gen%2, i)
+	}
+	return fmt.Sprintf("%s.chunk.%s.%d.%d", c.key, owner, gen%2, i)
 }
 
 func (c *checkpointStore) save(ctx context.Context, seq uint64, data []byte) error {
@@ -778,15 +821,46 @@ func (c *checkpointStore) save(ctx context.Context, seq uint64, data []byte) err
 	n := 0
 	for off := 0; off < len(data) || n == 0; off += chunkSize {
 		end := min(off+chunkSize, len(data))
-		if _, err := c.kv.Put(ctx, c.chunkKey(gen, n), data[off:end]); err != nil {
+		if _, err := c.kv.Put(ctx, c.chunkKey(c.owner, gen, n), data[off:end]); err != nil {
 			return fmt.Errorf("cannot store checkpoint of %s: %w", c.key, err)
 		}
 		n++
 	}
-	m, _ := json.Marshal(manifest{Gen: gen, Chunks: n, Seq: seq, Bytes: len(data)})
-	if _, err := c.kv.Put(ctx, c.key, m); err != nil {
+	m, _ := json.Marshal(manifest{Gen: gen, Chunks: n, Seq: seq, Bytes: len(data), Owner: c.owner})
+	var rev uint64
+	var err error
+	if c.rev == 0 {
+		rev, err = c.kv.Create(ctx, c.key, m)
+	} else {
+		rev, err = c.kv.Update(ctx, c.key, m, c.rev)
+	}
+	var apiErr *jetstream.APIError
+	if errors.Is(err, jetstream.ErrKeyExists) || (errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence) {
+		return fmt.Errorf("cannot store checkpoint of %s: another processor has written it since this one read it, and holds the partition now: %w", c.key, err)
+	}
+	if err != nil {
 		return fmt.Errorf("cannot store checkpoint manifest of %s: %w", c.key, err)
 	}
-	c.gen = gen
+	c.gen, c.rev = gen, rev
+	if c.prev != c.owner {
+		c.dropChunksOf(ctx, c.prev)
+		c.prev = c.owner
+	}
 	return nil
+}
+
+// dropChunksOf deletes the chunks an earlier owner of the partition left,
+// now that the manifest names this owner's.
+func (c *checkpointStore) dropChunksOf(ctx context.Context, owner string) {
+	filter := c.key + ".chunk.*.*"
+	if owner != "" {
+		filter = c.key + ".chunk." + owner + ".*.*"
+	}
+	l, err := c.kv.ListKeysFiltered(ctx, filter)
+	if err != nil {
+		return // left for the next owner change; the bucket's history is one value a key
+	}
+	for k := range l.Keys() {
+		_ = c.kv.Purge(ctx, k)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"tideline/spec"
@@ -115,10 +116,10 @@ func Setup(ctx context.Context, js jetstream.JetStream, s *spec.Spec, o SetupOpt
 			cfg.Subjects = []string{src}
 			cfg.SubjectTransform = &jetstream.SubjectTransformConfig{Source: src, Destination: dest}
 		}
-		if err := samePartitions(ctx, js, st, cfg.SubjectTransform); err != nil {
+		if err := retryTimeouts(ctx, func() error { return samePartitions(ctx, js, st, cfg.SubjectTransform) }); err != nil {
 			return err
 		}
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		if err := retryTimeouts(ctx, func() error { _, err := js.CreateOrUpdateStream(ctx, cfg); return err }); err != nil {
 			return streamErr(st.Name, st.Subjects, err)
 		}
 		dlq := jetstream.StreamConfig{
@@ -133,19 +134,25 @@ func Setup(ctx context.Context, js jetstream.JetStream, s *spec.Spec, o SetupOpt
 			Duplicates: time.Hour,
 			Replicas:   o.Replicas,
 		}
-		if _, err := js.CreateOrUpdateStream(ctx, dlq); err != nil {
+		if err := retryTimeouts(ctx, func() error { _, err := js.CreateOrUpdateStream(ctx, dlq); return err }); err != nil {
 			return streamErr(dlq.Name, dlq.Subjects, err)
 		}
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: CheckpointBucket, Description: "tideline speed-layer checkpoints", Storage: jetstream.FileStorage, Replicas: o.Replicas,
+	if err := retryTimeouts(ctx, func() error {
+		_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: CheckpointBucket, Description: "tideline speed-layer checkpoints", Storage: jetstream.FileStorage, Replicas: o.Replicas,
+		})
+		return err
 	}); err != nil {
 		return fmt.Errorf("cannot create KV bucket %s: %w", CheckpointBucket, err)
 	}
 	for _, v := range s.Views {
-		if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: ViewBucket(v.Name), Description: "current windows of tideline view " + v.Name,
-			Storage: jetstream.FileStorage, TTL: o.ViewTTL, Replicas: o.Replicas,
+		if err := retryTimeouts(ctx, func() error {
+			_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+				Bucket: ViewBucket(v.Name), Description: "current windows of tideline view " + v.Name,
+				Storage: jetstream.FileStorage, TTL: o.ViewTTL, Replicas: o.Replicas,
+			})
+			return err
 		}); err != nil {
 			return fmt.Errorf("cannot create KV bucket %s: %w", ViewBucket(v.Name), err)
 		}
@@ -177,6 +184,25 @@ func samePartitions(ctx context.Context, js jetstream.JetStream, st *spec.Stream
 		was = "mapped " + have.Source + " -> " + have.Destination
 	}
 	return fmt.Errorf("cannot change how stream %s is partitioned (it is %s, and holds %d events): the partitions' checkpoints and dedup sets hold the old mapping. Keep partitions as they were, or start a new stream under another name and move producers to it", st.Name, was, info.State.Msgs)
+}
+
+// retryTimeouts runs f until it does not time out, five times at most. On
+// a cluster, JetStream does not always answer the callers that lost a race
+// to create the same stream (several `tideline stream` processes starting
+// at once): they time out, and the stream is there when they ask again.
+func retryTimeouts(ctx context.Context, f func() error) error {
+	var err error
+	for attempt := range 5 {
+		if err = f(); err == nil || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+		}
+	}
+	return err
 }
 
 func orUnlimited(n int64) int64 {

@@ -18,22 +18,52 @@ import (
 	"tideline/stream"
 )
 
-// lastStats waits for the next stats of the payments processor.
+// lastStats waits for the next stats of the payments processor. For a
+// partitioned stream it is the sum over the partitions, each as its holder
+// last said: events, late events, open windows and pending messages add
+// up, and Seq is the furthest any partition has read.
 func (s *stack) lastStats() stream.Stats {
-	sub, err := s.nc.SubscribeSync(stream.StatsSubject("payments"))
+	st := s.spec.Stream("payments")
+	subject := stream.StatsSubject(st.Name)
+	if st.Partitioned() {
+		subject += ".>"
+	}
+	sub, err := s.nc.SubscribeSync(subject)
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
-	m, err := sub.NextMsg(10 * time.Second)
-	if err != nil {
-		s.failWithLogs("no stats from the speed layer: %v", err)
+	parts := map[string]stream.Stats{}
+	for deadline := time.Now().Add(10 * time.Second); len(parts) < max(st.Partitions, 1); {
+		m, err := sub.NextMsg(time.Until(deadline))
+		if err != nil {
+			s.failWithLogs("stats from %d of %d partitions of the speed layer: %v", len(parts), max(st.Partitions, 1), err)
+		}
+		one, err := stream.ParseStats(m.Data)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		if prev, ok := parts[one.Stream]; !ok || one.Time.After(prev.Time) {
+			parts[one.Stream] = one
+		}
 	}
-	st, err := stream.ParseStats(m.Data)
-	if err != nil {
-		s.t.Fatal(err)
+	if !st.Partitioned() {
+		return parts[st.Name]
 	}
-	return st
+	sum := stream.Stats{Stream: st.Name, Events: map[string]uint64{}, Late: map[string]uint64{}}
+	for _, p := range parts {
+		sum.Seq = max(sum.Seq, p.Seq)
+		sum.Pending += p.Pending
+		sum.OpenWindows += p.OpenWindows
+		sum.DeadLettered += p.DeadLettered
+		for k, n := range p.Events {
+			sum.Events[k] += n
+		}
+		for k, n := range p.Late {
+			sum.Late[k] += n
+		}
+	}
+	return sum
 }
 
 // settle waits until the speed layer has read the whole stream and closed
@@ -51,7 +81,7 @@ func settle(t *testing.T, s *stack) {
 	}
 	s.waitFor("the speed layer caught up", 2*time.Minute, func() error {
 		st := s.lastStats()
-		if st.Seq < info.State.LastSeq || st.OpenWindows > 0 {
+		if st.Seq < info.State.LastSeq || st.OpenWindows > 0 || st.Pending > 0 {
 			return fmt.Errorf("at sequence %d of %d, %d windows open", st.Seq, info.State.LastSeq, st.OpenWindows)
 		}
 		return nil

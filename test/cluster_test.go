@@ -2,51 +2,60 @@ package faults
 
 import (
 	"fmt"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"tideline/stream"
 )
 
-// TestCluster runs the stack on a 3-node NATS cluster (every stream and KV
-// bucket with 3 replicas), with two workers sharing the task queue and two
-// serve replicas, and faults that a cluster must absorb: the node leading
-// the payments stream stopped while the others carry on (twice; the first
-// started again in between), a kill -9 of each worker in turn, of the
-// speed layer and of a serve replica. It then
-// holds every view to the oracle through both serve replicas, which must
-// answer alike, with corrections accounting for exactly the late events.
-//
-// The speed layer is still one processor per stream (issue 19's
-// partitioned speed layer is not built): here it runs on the cluster.
+// TestCluster is the scale-out test: the stack on a 3-node NATS cluster
+// (every stream and KV bucket with 3 replicas), the payments stream in 8
+// partitions shared by 3 `tideline stream` processes, two workers sharing
+// the task queue and two serve replicas. Faults a cluster must absorb
+// come while events flow: the node leading the payments stream stopped
+// while the others carry on (twice; the first started again in between), a
+// kill -9 of a stream process that stays dead (its partitions move to the
+// others) and of another that restarts, a fourth stream process joining
+// (partitions move to it), a kill -9 of each worker in turn and of a serve
+// replica. It then holds every view to the oracle through both serve
+// replicas, which must answer alike and hold no window twice, with
+// corrections accounting for exactly the late events.
 func TestCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the cluster suite runs the whole stack for about 2 minutes; not with -short")
 	}
-	s := startStackWith(t, topology{natsNodes: 3, workers: 2, serves: 2})
-	for _, name := range []string{"payments", "KV_tl_checkpoints", "KV_tl_view_card_sessions"} {
-		st, err := s.js.Stream(t.Context(), name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r := st.CachedInfo().Config.Replicas; r != 3 {
-			t.Fatalf("stream %s has %d replicas, want 3", name, r)
-		}
-	}
+	s := startStackWith(t, topology{natsNodes: 3, workers: 2, serves: 2, streams: 3, partitions: 8})
 	t.Cleanup(func() {
 		if t.Failed() {
 			s.keepLogs()
 		}
 	})
+	for _, name := range []string{"payments", "KV_tl_checkpoints", "KV_tl_view_card_sessions", "KV_" + stream.GroupBucket} {
+		var st jetstream.Stream
+		s.waitFor("stream "+name, time.Minute, func() (err error) {
+			st, err = s.js.Stream(t.Context(), name)
+			return err
+		})
+		if r := st.CachedInfo().Config.Replicas; r != 3 {
+			t.Fatalf("stream %s has %d replicas, want 3", name, r)
+		}
+	}
 	faults := []struct {
 		between bool
 		do      func()
 	}{
 		{false, func() { s.kill9("worker") }},
 		{true, func() { s.stopNATSNode(s.streamLeader()) }},
+		{false, func() { s.failover("stream2") }},
 		{false, func() { s.kill9("worker2") }},
-		{false, func() { s.kill9("stream") }},
 		{true, func() { s.startNATSNodes() }},
+		{false, func() { s.join("stream4") }},
 		{false, func() { s.kill9("serve2") }},
 		{true, func() { s.stopNATSNode(s.streamLeader()) }},
+		{false, func() { s.kill9("stream") }},
 		{false, func() { s.kill9("worker") }},
 	}
 	for round, f := range faults {
@@ -67,6 +76,61 @@ func TestCluster(t *testing.T) {
 	}
 	settle(t, s)
 	check(t, s)
+}
+
+// failover kills a stream process with SIGKILL for good, and waits until
+// every partition has a processor again: the others take its partitions
+// once their leases age out. It logs the gap.
+func (s *stack) failover(name string) {
+	s.t.Logf("fault: kill -9 %s (pid %d), not started again", name, s.procs[name].Process.Pid)
+	start := time.Now()
+	_ = s.procs[name].Process.Signal(syscall.SIGKILL)
+	_, _ = s.procs[name].Process.Wait()
+	delete(s.procs, name)
+	s.waitPartitions(start, "after the kill")
+}
+
+// join starts one more stream process, and waits until every partition
+// reports again after the partitions rebalanced onto it.
+func (s *stack) join(name string) {
+	s.t.Logf("scale out: %s joins the speed layer", name)
+	start := time.Now()
+	s.start(name)
+	s.waitPartitions(start, "after the join")
+}
+
+// waitPartitions waits until every partition's processor publishes stats,
+// some of them from processors started since start: the partitions that
+// moved.
+func (s *stack) waitPartitions(start time.Time, what string) {
+	st := s.spec.Stream("payments")
+	s.waitFor("every partition processed "+what, time.Minute, func() error {
+		sub, err := s.nc.SubscribeSync(stream.StatsSubject(st.Name) + ".>")
+		if err != nil {
+			return err
+		}
+		defer sub.Unsubscribe()
+		seen, moved := map[string]bool{}, 0
+		for deadline := time.Now().Add(3 * time.Second); len(seen) < st.Partitions; {
+			m, err := sub.NextMsg(time.Until(deadline))
+			if err != nil {
+				return fmt.Errorf("%d of %d partitions report", len(seen), st.Partitions)
+			}
+			x, err := stream.ParseStats(m.Data)
+			if err != nil || seen[x.Stream] {
+				continue
+			}
+			seen[x.Stream] = true
+			if x.Started.After(start) {
+				moved++
+			}
+		}
+		if moved == 0 {
+			return fmt.Errorf("no partition has moved yet")
+		}
+		return nil
+	})
+	s.t.Logf("every partition processed again %s, %s after it", what, time.Since(start).Round(100*time.Millisecond))
 }
 
 // stopNATSNode stops node i of the cluster; clients on it move to another,

@@ -76,9 +76,15 @@ func ports(t testing.TB, n int) []int {
 // topology is how many of each part a stack runs.
 type topology struct {
 	natsNodes, workers, serves int
+	// streams is how many `tideline stream` processes run (at least one),
+	// named stream, stream2...; with partitions > 0 the payments stream has
+	// that many partitions, and they share them as a group.
+	streams, partitions int
 }
 
-func startStack(t testing.TB) *stack { return startStackWith(t, topology{1, 1, 1}) }
+func startStack(t testing.TB) *stack {
+	return startStackWith(t, topology{natsNodes: 1, workers: 1, serves: 1})
+}
 
 // startStackWith runs the stack as processes: NATS (a server, or a
 // cluster whose streams and buckets have 3 replicas), Temporal and MinIO,
@@ -86,10 +92,20 @@ func startStack(t testing.TB) *stack { return startStackWith(t, topology{1, 1, 1
 // named worker, worker2, ... and serve, serve2, ...
 func startStackWith(t testing.TB, topo topology) *stack {
 	ctx := t.Context()
-	s := &stack{t: t, dir: t.TempDir(), bin: stacktest.BuildTideline(t), spec: stacktest.FastSpec(t), procs: map[string]*exec.Cmd{}, args: map[string][]string{}}
-	p := ports(t, 6+topo.workers+topo.serves)
+	topo.streams = max(topo.streams, 1)
+	specYAML := stacktest.FastSpecYAML(t)
+	if topo.partitions > 0 {
+		specYAML = stacktest.PartitionedSpecYAML(t, topo.partitions)
+	}
+	sp, err := spec.Parse("spec.yaml", []byte(specYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &stack{t: t, dir: t.TempDir(), bin: stacktest.BuildTideline(t), spec: sp, procs: map[string]*exec.Cmd{}, args: map[string][]string{}}
+	// Room for one more stream process than asked for: a test may add it.
+	p := ports(t, 6+topo.workers+topo.serves+topo.streams)
 	specPath := filepath.Join(s.dir, "spec.yaml")
-	if err := os.WriteFile(specPath, []byte(stacktest.FastSpecYAML(t)), 0o644); err != nil {
+	if err := os.WriteFile(specPath, []byte(specYAML), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for _, d := range []string{"nats", "temporal", "minio"} {
@@ -97,7 +113,6 @@ func startStackWith(t testing.TB, topo topology) *stack {
 			t.Fatal(err)
 		}
 	}
-	var err error
 	natsURL, replicas := "", 1
 	if topo.natsNodes > 1 {
 		if s.cluster, err = devstack.StartNATSCluster(filepath.Join(s.dir, "nats"), topo.natsNodes); err != nil {
@@ -137,7 +152,14 @@ func startStackWith(t testing.TB, topo topology) *stack {
 	m := s.minio
 	s.env = []string{"TIDELINE_PPROF=true", "TIDELINE_SPEC=" + specPath, "TIDELINE_NATS_URL=" + natsURL, "TIDELINE_REPLICAS=" + fmt.Sprint(replicas), "TIDELINE_TEMPORAL=" + s.temporal.HostPort,
 		"TIDELINE_LAKE=s3://tideline/lake", "TIDELINE_S3_ENDPOINT=" + m.Endpoint, "TIDELINE_S3_ACCESS_KEY=" + m.AccessKey, "TIDELINE_S3_SECRET_KEY=" + m.SecretKey}
-	s.args["stream"] = []string{"stream", "--http", fmt.Sprintf("127.0.0.1:%d", p[5])}
+	for i := range topo.streams + 1 {
+		port := p[5]
+		if i > 0 {
+			port = p[6+topo.workers+topo.serves+i-1]
+		}
+		name := numbered("stream", i)
+		s.args[name] = []string{"stream", "--http", fmt.Sprintf("127.0.0.1:%d", port), "--member", name, "--lease-ttl", "3s"}
+	}
 	for i := range topo.workers {
 		s.args[numbered("worker", i)] = []string{"worker", "--http", fmt.Sprintf("127.0.0.1:%d", p[6+i]), "--chunk", "5000"}
 	}
@@ -149,8 +171,12 @@ func startStackWith(t testing.TB, topo topology) *stack {
 	}
 	s.serveURL = s.serveURLs[0]
 	s.start("stream") // first: it sets the streams up
+	s.waitFor("the streams and buckets set up", 2*time.Minute, func() error {
+		_, err := s.js.KeyValue(ctx, stream.ViewBucket(s.spec.Views[len(s.spec.Views)-1].Name))
+		return err
+	})
 	for _, name := range slices.Sorted(maps.Keys(s.args)) {
-		if name != "stream" {
+		if name != "stream" && name != numbered("stream", topo.streams) { // the one more is for the test to start
 			s.start(name)
 		}
 	}

@@ -50,7 +50,16 @@ func (c *commonFlags) spec() (*spec.Spec, error) {
 }
 
 func (c *commonFlags) connect(name string) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(c.natsURL, nats.Name("tideline "+name), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond), nats.Timeout(5*time.Second))
+	opts := []nats.Option{nats.Name("tideline " + name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond), nats.Timeout(5 * time.Second)}
+	if name == "stream" {
+		// No reconnect buffer for the speed layer: a publish while the
+		// connection moves between servers fails now rather than going
+		// out seconds later. The processor sends again what failed, at
+		// its next checkpoint, and a window write held back that long
+		// could land after its partition had moved to another process.
+		opts = append(opts, nats.ReconnectBufSize(-1))
+	}
+	nc, err := nats.Connect(c.natsURL, opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cannot reach NATS at %s: %w; is it running (`tideline dev` starts one), or set --nats / TIDELINE_NATS_URL", c.natsURL, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -18,12 +19,19 @@ func streamCmd() *cobra.Command {
 	var setupOnly bool
 	var replicas int
 	var o stream.ProcessorOptions
+	var g stream.GroupOptions
 	cmd := &cobra.Command{
 		Use:   "stream",
 		Short: "Create the JetStream streams and run the speed layer: one processor per stream",
 		Long: `stream creates or updates, idempotently, the JetStream stream and dead-letter
 stream of every stream in the spec, a KV bucket per view and the checkpoint
 bucket, then runs one processor per stream until interrupted.
+
+A stream with partitions (partitions: N in the spec) is processed by every
+tideline stream process running at once, as one group: each member holds
+a share of the partitions, and when a member stops or dies, or another
+joins, the partitions move and resume from their checkpoints. Give each
+member a distinct --member name (the default is <host>-<pid>).
 
 Its HTTP server has /metrics (Prometheus), /healthz and, as serve does too,
 POST /v1/ingest/{stream} for NDJSON.`,
@@ -60,9 +68,13 @@ POST /v1/ingest/{stream} for NDJSON.`,
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
 			for i, st := range s.Streams {
-				p := stream.NewProcessor(nc, js, st, o)
+				run := stream.NewProcessor(nc, js, st, o).Run
+				if st.Partitioned() {
+					g.Processor = o
+					run = stream.NewGroup(nc, js, st, g).Run
+				}
 				wg.Go(func() {
-					if errs[i] = p.Run(ctx); errs[i] != nil {
+					if errs[i] = run(ctx); errs[i] != nil {
 						slog.Error("processor stopped", "stream", st.Name, "err", errs[i])
 						cancel() // one stream failing stops the process, so a supervisor restarts it whole
 					}
@@ -80,5 +92,7 @@ POST /v1/ingest/{stream} for NDJSON.`,
 	f.DurationVar(&o.FlushEvery, "flush-every", 25*time.Millisecond, "how often changed windows are published")
 	f.DurationVar(&o.CheckpointEvery, "checkpoint-every", time.Second, "checkpoint at least this often")
 	f.IntVar(&o.CheckpointEvents, "checkpoint-events", 100_000, "checkpoint at least every this many events")
+	f.StringVar(&g.Name, "member", os.Getenv("TIDELINE_MEMBER"), "this process's name in the group of a partitioned stream, unique in it (default <host>-<pid>; env TIDELINE_MEMBER)")
+	f.DurationVar(&g.LeaseTTL, "lease-ttl", 5*time.Second, "how long a partition waits for a member that stopped beating before another takes it")
 	return cmd
 }

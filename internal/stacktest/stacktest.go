@@ -105,6 +105,19 @@ func FastSpecYAML(t testing.TB) string {
 	).Replace(string(data))
 }
 
+// PartitionedSpecYAML is FastSpecYAML with the payments stream in n
+// partitions. Its sessions span 25s, not 45s: a partitioned stream's
+// session settles Max - Gap after its end (spec.Window.MergeDelay), and a
+// shorter span keeps the tests short; 25s still crosses the minute
+// partitions.
+func PartitionedSpecYAML(t testing.TB, n int) string {
+	t.Helper()
+	return strings.NewReplacer(
+		"    subjects: [payments.events.>]", "    subjects: [payments.events.>]\n    partitions: "+strconv.Itoa(n),
+		"window: {session: 3s, max: 45s}", "window: {session: 3s, max: 25s}",
+	).Replace(FastSpecYAML(t))
+}
+
 // FastSpec parses FastSpecYAML.
 func FastSpec(t testing.TB) *spec.Spec {
 	t.Helper()
