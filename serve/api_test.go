@@ -36,6 +36,15 @@ func TestServe(t *testing.T) {
 	t.Run("ExpiredRangeSaysSo", func(t *testing.T) { expiredRangeSaysSo(t, f) })
 }
 
+// TestServePartitioned is TestServe's reads over a partitioned stream: the
+// speed side of every view is merged from its 4 partitions' partial
+// windows, written by two group members, and equals the oracle.
+func TestServePartitioned(t *testing.T) {
+	f := newFixtureWith(t, 4)
+	t.Run("MergedViewsMatchTheOracle", func(t *testing.T) { mergedViewsMatchTheOracle(t, f) })
+	t.Run("ViewReadsAgreeWithSQL", func(t *testing.T) { viewReadsAgreeWithSQL(t, f) })
+}
+
 // expiredRangeSaysSo drops a view's first partition as Retention does:
 // a read of windows before where the view now starts answers 410 naming
 // it, a read after it answers, SQL naming the view says where it starts,

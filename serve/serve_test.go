@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -47,19 +48,65 @@ type fixture struct {
 	stopSpeed func()
 }
 
-func newFixture(t testing.TB) *fixture {
+func newFixture(t testing.TB) *fixture { return newFixtureWith(t, 0) }
+
+// newFixtureWith is newFixture with the payments stream in partitions
+// partitions (none when 0), processed by two group members.
+func newFixtureWith(t testing.TB, partitions int) *fixture {
 	t.Helper()
 	ctx := t.Context()
 	f := &fixture{t: t, spec: stacktest.FastSpec(t)}
+	if partitions > 0 {
+		var err error
+		if f.spec, err = spec.Parse("partitioned.yaml", []byte(stacktest.PartitionedSpecYAML(t, partitions))); err != nil {
+			t.Fatal(err)
+		}
+	}
 	_, nc, js := stacktest.NATS(t)
 	if err := stream.Setup(ctx, js, f.spec, stream.SetupOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	st := f.spec.Stream("payments")
-	proc := stream.NewProcessor(nc, js, st, stream.ProcessorOptions{Log: quiet})
 	pctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- proc.Run(pctx) }()
+	// speedState is the speed layer's open windows and last sequence read.
+	var speedState func() (int, uint64)
+	if partitions == 0 {
+		proc := stream.NewProcessor(nc, js, st, stream.ProcessorOptions{Log: quiet})
+		go func() { done <- proc.Run(pctx) }()
+		speedState = func() (open int, seq uint64) {
+			proc.Operator(func(op *stream.Operator) { open, seq = op.OpenWindows(), op.Seq })
+			return open, seq
+		}
+	} else {
+		var groups []*stream.Group
+		for _, name := range []string{"a", "b"} {
+			g := stream.NewGroup(nc, js, st, stream.GroupOptions{Name: name, Log: quiet, Processor: stream.ProcessorOptions{Log: quiet}})
+			groups = append(groups, g)
+		}
+		go func() {
+			errs := make(chan error, len(groups))
+			for _, g := range groups {
+				go func() { errs <- g.Run(pctx) }()
+			}
+			var err error
+			for range groups {
+				err = errors.Join(err, <-errs)
+			}
+			done <- err
+		}()
+		speedState = func() (open int, seq uint64) {
+			held := 0
+			for _, g := range groups {
+				held += len(g.Held())
+				g.Operators(func(op *stream.Operator) { open, seq = open+op.OpenWindows(), max(seq, op.Seq) })
+			}
+			if held < partitions {
+				open++ // a partition between members
+			}
+			return open, seq
+		}
+	}
 	var once sync.Once
 	f.js, f.stopSpeed = js, func() { once.Do(func() { stop(); <-done }) }
 	t.Cleanup(f.stopSpeed)
@@ -110,9 +157,7 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		var open int
-		var seq uint64
-		proc.Operator(func(op *stream.Operator) { open, seq = op.OpenWindows(), op.Seq })
+		open, seq := speedState()
 		if open == 0 && seq >= info.State.LastSeq {
 			time.Sleep(1500 * time.Millisecond)
 			break

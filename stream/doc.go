@@ -30,8 +30,11 @@
 // the dedup set holds 64-bit hashes of ids, in the checkpoint while they are
 // few and rebuilt from the stream after a restart when they are many; late events are counted per view and left for batch; an event
 // is late for a view when every window of that view holding it has closed.
-// One processor runs per stream; splitting a stream's subjects between
-// processors is future work.
+// A stream with `partitions: N` is split by JetStream's subject mapping
+// into N partitions, each with its own Processor (operator, dedup set,
+// checkpoint, watermark) writing partial windows; tideline stream
+// processes share the partitions as a Group (group.go: leases in a KV
+// bucket), and readers merge the partials (merge.go, speedread.go).
 //
 // Performance: an event costs one decode into a reused buffer (strings
 // borrowed from the message; a new group clones its dims), one dedup probe,

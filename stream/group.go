@@ -285,6 +285,17 @@ func (g *Group) take(ctx context.Context, p int) {
 	go func() { h.done <- h.proc.Run(pctx) }()
 }
 
+// Operators calls f with the operator of each partition held now, under
+// its processor's lock, for tests and status.
+func (g *Group) Operators(f func(*Operator)) {
+	g.mu.Lock()
+	held := slices.Collect(maps.Values(g.held))
+	g.mu.Unlock()
+	for _, h := range held {
+		h.proc.Operator(f)
+	}
+}
+
 // Consumed is how many messages the processors of the partitions held now
 // have consumed since they started.
 func (g *Group) Consumed() uint64 {

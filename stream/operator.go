@@ -514,17 +514,12 @@ func (op *Operator) Heal(now time.Time) time.Duration {
 // the last arrival. lastArrival is the wall time of the last event.
 func (op *Operator) Tick(now, lastArrival time.Time) {
 	idle := now.Sub(lastArrival)
-	if idle < op.st.IdleTimeout {
-		return
-	}
-	if op.MaxEvent == math.MinInt64 {
-		// A partition that has had no event would hold back the watermark
-		// of every view of its stream for ever: its event time is taken
-		// to be the wall clock, less the idle timeout and the
-		// out-of-orderness. A whole stream with no event has no windows.
-		if wm := now.UnixMicro() - op.st.IdleTimeout.Microseconds() - op.ooo; op.Part > 0 && wm > op.Watermark {
-			op.Watermark = wm
-		}
+	// With no event yet there is no event time to move on: a partition
+	// that has had none holds its views' watermark back (ViewWatermark)
+	// until it has one, which ids spread over every partition quickly.
+	// Taking the wall clock instead would make a replay of older events
+	// late in that partition alone.
+	if op.MaxEvent == math.MinInt64 || idle < op.st.IdleTimeout {
 		return
 	}
 	if wm := op.MaxEvent + idle.Microseconds() - op.ooo; wm > op.Watermark {
