@@ -13,8 +13,14 @@ trap 'rm -f "$raw"' EXIT
 # reports a peak, not a time: once is enough. A failing benchmark's lines
 # (--- FAIL, its file:line messages, a panic) are shown too.
 shown='^(Benchmark|ok|FAIL|--- FAIL|panic:|\s+\S+_test\.go:[0-9]+:)'
-go test -p 1 -run '^$' -bench . -skip BenchmarkMemoryPeak -benchmem -count "$count" ./... | tee "$raw" | grep -E "$shown" >&2
-go test -run '^$' -bench BenchmarkMemoryPeak -count 1 ./test | tee -a "$raw" | grep -E "$shown" >&2
+# BENCH_RAW=FILE writes BENCHMARKS.md from a run's saved output instead of
+# running again (the script failed after the benchmarks, say).
+if [ -n "${BENCH_RAW:-}" ]; then
+  cp "$BENCH_RAW" "$raw"
+else
+  go test -p 1 -run '^$' -bench . -skip BenchmarkMemoryPeak -benchmem -count "$count" ./... | tee "$raw" | grep -E "$shown" >&2
+  go test -run '^$' -bench BenchmarkMemoryPeak -count 1 ./test | tee -a "$raw" | grep -E "$shown" >&2
+fi
 cpu=$(grep -m1 '^cpu:' "$raw" | cut -d' ' -f2- || true)
 {
   echo "# Benchmarks"
@@ -57,7 +63,7 @@ cpu=$(grep -m1 '^cpu:' "$raw" | cut -d' ' -f2- || true)
       for (i=1;i<=n;i++) {
         name=order[i]; if (name ~ /Anchor/) continue
         m=median(vals[name, "ns/op"]); rows=0
-        base=name; sub(/\/.*/, "", base) # a sub-benchmark shares its parent's anchors
+        base=name; sub(/\/.*/, "", base) # a sub-benchmark shares the anchors of its parent
         for (j=1;j<=n;j++) if (index(order[j], base "Anchor")==1) {
           anchor=order[j]; am=median(vals[anchor, "ns/op"]); rows++
           printf "| %s | %s/op | %s | %s (%s) | %s/op | %.2fx |\n", name, human(m), others(name), anchor, others(anchor), human(am), m/am

@@ -220,17 +220,24 @@ func TestOperatorAgreesWithSQL(t *testing.T) {
 			if tc.jitter > st.OutOfOrderness && late == 0 {
 				t.Fatal("no event was late: the test does not exercise lateness")
 			}
-			for k, w := range want {
-				if got[k] != w {
-					t.Errorf("window %s: operator %q, SQL %q", k, got[k], w)
-				}
-			}
-			for k, g := range got {
-				if _, ok := want[k]; !ok {
-					t.Errorf("window %s: operator %q, SQL has none", k, g)
-				}
-			}
+			sameWindows(t, "operator", got, want)
 		})
+	}
+}
+
+// sameWindows fails the test for every window where got (what the engine
+// called what made) differs from want, SQL's.
+func sameWindows(t *testing.T, what string, got, want map[string]string) {
+	t.Helper()
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("window %s: %s %q, SQL %q", k, what, got[k], w)
+		}
+	}
+	for k, g := range got {
+		if _, ok := want[k]; !ok {
+			t.Errorf("window %s: %s %q, SQL has none", k, what, g)
+		}
 	}
 }
 

@@ -40,25 +40,7 @@ type benchStack struct {
 
 func startBenchStack(b *testing.B, withProcessor bool) *benchStack {
 	b.Helper()
-	ns, err := devstack.StartNATS(devstack.NATSOptions{Dir: b.TempDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	nc, err := nats.Connect(ns.URL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
-	if err != nil {
-		b.Fatal(err)
-	}
-	s, err := spec.Load("../examples/payments/tideline.yaml")
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := Setup(context.Background(), js, s, SetupOptions{}); err != nil {
-		b.Fatal(err)
-	}
+	ns, nc, js, s := benchServer(b, 0)
 	bs := &benchStack{ns: ns, nc: nc, js: js, st: s.Stream("payments")}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -79,6 +61,40 @@ func (bs *benchStack) applied() uint64 {
 	var seq uint64
 	bs.proc.Operator(func(op *Operator) { seq = op.Seq })
 	return seq
+}
+
+// benchServer starts an embedded NATS with the payments example set up,
+// its stream in partitions partitions (unpartitioned when 0).
+func benchServer(b *testing.B, partitions int) (*devstack.NATS, *nats.Conn, jetstream.JetStream, *spec.Spec) {
+	b.Helper()
+	ns, err := devstack.StartNATS(devstack.NATSOptions{Dir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	nc, err := nats.Connect(ns.URL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		b.Fatal(err)
+	}
+	data, err := os.ReadFile("../examples/payments/tideline.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	y := string(data)
+	if partitions > 0 {
+		y = strings.Replace(y, "    subjects: [payments.events.>]", fmt.Sprintf("    subjects: [payments.events.>]\n    partitions: %d", partitions), 1)
+	}
+	s, err := spec.Parse("tideline.yaml", []byte(y))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := Setup(context.Background(), js, s, SetupOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	return ns, nc, js, s
 }
 
 type prepared struct {
@@ -161,7 +177,12 @@ func BenchmarkEndToEndAnchorNatsBench(b *testing.B) {
 // the publisher and the consumer from the same cores, so this, not
 // publishing alone, is the ceiling of publish-to-aggregate.
 func BenchmarkEndToEndAnchorPubConsume(b *testing.B) {
-	bs := startBenchStack(b, false)
+	benchPubConsume(b, startBenchStack(b, false))
+}
+
+// benchPubConsume publishes batches to bs and counts them with an ordered
+// consumer that does nothing else: the publish-and-consume floor.
+func benchPubConsume(b *testing.B, bs *benchStack) {
 	var consumed atomic.Uint64
 	cons, err := bs.js.OrderedConsumer(context.Background(), StreamName(bs.st), jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
 	if err != nil {
@@ -242,13 +263,23 @@ func reportLatencies(b *testing.B, lat []time.Duration) {
 // merchant_minute view that counts it. ns/op is the p99.
 func BenchmarkFreshness(b *testing.B) {
 	bs := startBenchStack(b, true)
-	type key struct {
-		window   string
-		merchant string
-	}
+	benchFreshness(b, bs, func(u UpdateJSON) string {
+		return u.WindowStart.Format(time.RFC3339) + "/" + fmt.Sprint(u.Dims["merchant_id"])
+	}, func(ev map[string]any) string {
+		ts, _ := time.Parse(time.RFC3339Nano, ev["ts"].(string))
+		return ts.Truncate(time.Minute).Format(time.RFC3339) + "/" + ev["merchant_id"].(string)
+	})
+}
+
+// benchFreshness publishes payments at half the maximum rate on bs and
+// measures, for each, the time from its publish to the first update of
+// merchant_minute that counts it. updateKey names the series an update
+// line counts (a window and merchant, and a partition for a partitioned
+// stream), and eventKey the series a payment is in.
+func benchFreshness(b *testing.B, bs *benchStack, updateKey func(UpdateJSON) string, eventKey func(map[string]any) string) {
 	var mu sync.Mutex
-	sentAt := map[key][]time.Time{}
-	seenCount := map[key]int{}
+	sentAt := map[string][]time.Time{}
+	seenCount := map[string]int{}
 	var lat []time.Duration
 	sub, err := bs.nc.Subscribe(ViewSubject("merchant_minute"), func(m *nats.Msg) {
 		now := time.Now()
@@ -258,7 +289,7 @@ func BenchmarkFreshness(b *testing.B) {
 				b.Errorf("update is not JSON: %s", line)
 				return
 			}
-			k := key{u.WindowStart.Format(time.RFC3339), fmt.Sprint(u.Dims["merchant_id"])}
+			k := updateKey(u)
 			c, _ := strconv.Atoi(string(u.Measures["payments"]))
 			mu.Lock()
 			for i := seenCount[k]; i < c && i < len(sentAt[k]); i++ {
@@ -274,8 +305,7 @@ func BenchmarkFreshness(b *testing.B) {
 	defer sub.Unsubscribe()
 	for b.Loop() {
 		publishAtRate(b, bs, 4*time.Second, func(_ int, ev map[string]any, at time.Time) {
-			ts, _ := time.Parse(time.RFC3339Nano, ev["ts"].(string))
-			k := key{ts.Truncate(time.Minute).Format(time.RFC3339), ev["merchant_id"].(string)}
+			k := eventKey(ev)
 			mu.Lock()
 			sentAt[k] = append(sentAt[k], at)
 			mu.Unlock()

@@ -194,15 +194,7 @@ func NewOperator(st *spec.Stream) *Operator {
 
 // Apply processes one message. received is the broker's timestamp.
 func (op *Operator) Apply(data []byte, seq uint64, received time.Time) (Outcome, error) {
-	if seq > op.Seq {
-		op.Seq = seq
-	}
-	ev, err := op.st.Contract.DecodeInto(op.values, data, received, true)
-	if err != nil {
-		return Invalid, err
-	}
-	op.values = ev.Values
-	return op.applyEvent(ev, received), nil
+	return op.ApplySubject(data, "", seq, received)
 }
 
 // ApplySubject is Apply for a message stored under subject. A partition's
@@ -210,9 +202,6 @@ func (op *Operator) Apply(data []byte, seq uint64, received time.Time) (Outcome,
 // id's (spec.IDToken): with another, copies of one id could land in two
 // partitions and both count, so it is invalid.
 func (op *Operator) ApplySubject(data []byte, subject string, seq uint64, received time.Time) (Outcome, error) {
-	if op.Part == 0 {
-		return op.Apply(data, seq, received)
-	}
 	if seq > op.Seq {
 		op.Seq = seq
 	}
@@ -221,11 +210,13 @@ func (op *Operator) ApplySubject(data []byte, subject string, seq uint64, receiv
 		return Invalid, err
 	}
 	op.values = ev.Values
-	c := op.st.Contract
-	id := spec.IDText(ev.Values[c.ID], c.Fields[c.ID].Type)
-	if tok := subject[strings.LastIndexByte(subject, '.')+1:]; tok != spec.IDToken(id) {
-		return Invalid, fmt.Errorf("subject %s ends in token %s, but the token of id %q is %s: publish to %s.%s (stream.PublishSubject, or POST /v1/ingest), so that every copy of an id meets in one partition",
-			subject, tok, id, spec.IDToken(id), op.st.SubjectPrefix(), spec.IDToken(id))
+	if op.Part > 0 {
+		c := op.st.Contract
+		id := spec.IDText(ev.Values[c.ID], c.Fields[c.ID].Type)
+		if tok := subject[strings.LastIndexByte(subject, '.')+1:]; tok != spec.IDToken(id) {
+			return Invalid, fmt.Errorf("subject %s ends in token %s, but the token of id %q is %s: publish to %s.%s (stream.PublishSubject, or POST /v1/ingest), so that every copy of an id meets in one partition",
+				subject, tok, id, spec.IDToken(id), op.st.SubjectPrefix(), spec.IDToken(id))
+		}
 	}
 	return op.applyEvent(ev, received), nil
 }

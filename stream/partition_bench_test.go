@@ -7,11 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"tideline/examples/payments"
-	"tideline/internal/devstack"
 	"tideline/spec"
 )
 
@@ -32,30 +28,7 @@ const benchPartitions = 8
 // with a connection of its own, the partitions split evenly among them.
 func startPartitionedBench(b *testing.B, instances int, ttl time.Duration) (*benchStack, []*Group, []*nats.Conn) {
 	b.Helper()
-	ns, err := devstack.StartNATS(devstack.NATSOptions{Dir: b.TempDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	nc, err := nats.Connect(ns.URL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
-	if err != nil {
-		b.Fatal(err)
-	}
-	data, err := readExample()
-	if err != nil {
-		b.Fatal(err)
-	}
-	y := strings.Replace(data, "    subjects: [payments.events.>]", fmt.Sprintf("    subjects: [payments.events.>]\n    partitions: %d", benchPartitions), 1)
-	s, err := spec.Parse("tideline.yaml", []byte(y))
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := Setup(context.Background(), js, s, SetupOptions{}); err != nil {
-		b.Fatal(err)
-	}
+	ns, nc, js, s := benchServer(b, benchPartitions)
 	bs := &benchStack{ns: ns, nc: nc, js: js, st: s.Stream("payments")}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -92,11 +65,6 @@ func startPartitionedBench(b *testing.B, instances int, ttl time.Duration) (*ben
 	return bs, groups, conns
 }
 
-func readExample() (string, error) {
-	data, err := os.ReadFile("../examples/payments/tideline.yaml")
-	return string(data), err
-}
-
 // BenchmarkEndToEndPartitioned is BenchmarkEndToEnd with the stream in 8
 // partitions, processed by 1, 2 and 3 group members in one process.
 func BenchmarkEndToEndPartitioned(b *testing.B) {
@@ -119,17 +87,7 @@ func BenchmarkEndToEndPartitioned(b *testing.B) {
 // partitioned stream, counted by one ordered consumer.
 func BenchmarkEndToEndPartitionedAnchorPubConsume(b *testing.B) {
 	bs, _, _ := startPartitionedBench(b, 0, time.Second)
-	var consumed atomic.Uint64
-	cons, err := bs.js.OrderedConsumer(context.Background(), StreamName(bs.st), jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
-	if err != nil {
-		b.Fatal(err)
-	}
-	cc, err := cons.Consume(func(jetstream.Msg) { consumed.Add(1) }, jetstream.PullMaxMessages(2048))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cc.Stop()
-	publishBatches(b, bs, consumed.Load)
+	benchPubConsume(b, bs)
 }
 
 // BenchmarkFailover publishes payments steadily to an 8-partition stream
@@ -231,50 +189,17 @@ func BenchmarkFreshnessPartitioned(b *testing.B) {
 	for _, n := range []int{1, 2, 3} {
 		b.Run(fmt.Sprintf("instances=%d", n), func(b *testing.B) {
 			bs, _, _ := startPartitionedBench(b, n, 5*time.Second)
-			type key struct {
-				window, merchant string
-				partition        int
-			}
-			var mu sync.Mutex
-			sentAt := map[key][]time.Time{}
-			seenCount := map[key]int{}
-			var lat []time.Duration
-			sub, err := bs.nc.Subscribe(ViewSubject("merchant_minute"), func(m *nats.Msg) {
-				now := time.Now()
-				for line := range strings.Lines(string(m.Data)) {
-					var u UpdateJSON
-					if json.Unmarshal([]byte(line), &u) != nil || u.Partition == nil {
-						b.Errorf("update is not a partial one: %s", line)
-						return
-					}
-					k := key{u.WindowStart.Format(time.RFC3339), fmt.Sprint(u.Dims["merchant_id"]), *u.Partition}
-					c, _ := strconv.Atoi(string(u.Measures["payments"]))
-					mu.Lock()
-					for i := seenCount[k]; i < c && i < len(sentAt[k]); i++ {
-						lat = append(lat, now.Sub(sentAt[k][i]))
-					}
-					seenCount[k] = max(seenCount[k], c)
-					mu.Unlock()
+			benchFreshness(b, bs, func(u UpdateJSON) string {
+				if u.Partition == nil {
+					b.Errorf("update of window %s is not a partial one", u.WindowStart)
+					return ""
 				}
+				return fmt.Sprint(u.WindowStart.Format(time.RFC3339), "/", u.Dims["merchant_id"], "/", *u.Partition)
+			}, func(ev map[string]any) string {
+				ts, _ := time.Parse(time.RFC3339Nano, ev["ts"].(string))
+				p := bs.st.PartitionOf(spec.IDToken(ev["payment_id"].(string)))
+				return fmt.Sprint(ts.Truncate(time.Minute).Format(time.RFC3339), "/", ev["merchant_id"], "/", p)
 			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer sub.Unsubscribe()
-			for b.Loop() {
-				publishAtRate(b, bs, 4*time.Second, func(_ int, ev map[string]any, at time.Time) {
-					ts, _ := time.Parse(time.RFC3339Nano, ev["ts"].(string))
-					p := bs.st.PartitionOf(spec.IDToken(ev["payment_id"].(string)))
-					k := key{ts.Truncate(time.Minute).Format(time.RFC3339), ev["merchant_id"].(string), p}
-					mu.Lock()
-					sentAt[k] = append(sentAt[k], at)
-					mu.Unlock()
-				})
-				time.Sleep(300 * time.Millisecond) // the last flush
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			reportLatencies(b, lat)
 		})
 	}
 }

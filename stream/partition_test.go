@@ -146,16 +146,7 @@ func TestPartitionsMergeAsOne(t *testing.T) {
 			if len(finals) == 0 {
 				t.Fatal("no window was final before the end: the test does not exercise finality")
 			}
-			for k, w := range want {
-				if got[k] != w {
-					t.Errorf("window %s: merged %q, SQL %q", k, got[k], w)
-				}
-			}
-			for k, g := range got {
-				if _, ok := want[k]; !ok {
-					t.Errorf("window %s: merged %q, SQL has none", k, g)
-				}
-			}
+			sameWindows(t, "merged", got, want)
 			for k, f := range finals {
 				if got[k] != f {
 					t.Errorf("window %s was merged final as %q, and ended %q", k, f, got[k])

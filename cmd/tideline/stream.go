@@ -22,7 +22,7 @@ func streamCmd() *cobra.Command {
 	var g stream.GroupOptions
 	cmd := &cobra.Command{
 		Use:   "stream",
-		Short: "Create the JetStream streams and run the speed layer: one processor per stream",
+		Short: "Create the JetStream streams and run the speed layer: a processor per stream, or a share of a partitioned stream's partitions",
 		Long: `stream creates or updates, idempotently, the JetStream stream and dead-letter
 stream of every stream in the spec, a KV bucket per view and the checkpoint
 bucket, then runs one processor per stream until interrupted.
