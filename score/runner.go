@@ -32,6 +32,8 @@ type Runner struct {
 	LoadEvery time.Duration
 	Metrics   *Metrics
 	Log       *slog.Logger
+	// Ready, when set, is called once the scorer answers requests.
+	Ready func()
 
 	inflight chan struct{} // bounds requests being stored and answered
 }
@@ -58,7 +60,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 }
 
 // Run replays the last minutes of payments into the speed state, then
-// scores the stream and answers requests until ctx ends.
+// scores the stream and answers requests until ctx ends. Several Runners
+// (processes) share the work: requests go to any of them, each stored
+// payment is decided by one, and every one holds every payment's state, so
+// the answer does not depend on which one decides.
 func (r *Runner) Run(ctx context.Context) error {
 	if r.Log == nil {
 		r.Log = slog.Default()
@@ -71,9 +76,26 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	r.inflight = make(chan struct{}, 512)
 	st := r.Scorer.sc.Stream
-	if err := r.replay(ctx); err != nil {
+	last, err := r.replay(ctx)
+	if err != nil {
 		return err
 	}
+	// Every scorer holds every payment: requests go to any of them (a
+	// queue group) and the durable consumer hands each stored payment to
+	// one, but a card's features need all its payments.
+	feed, err := r.JS.OrderedConsumer(ctx, stream.StreamName(st), jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: last + 1,
+	})
+	if err != nil {
+		return fmt.Errorf("cannot follow stream %s: %w", st.Name, err)
+	}
+	fc, err := feed.Consume(r.remember, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		r.Log.Warn("scorer state consumer error; the client retries by itself", "err", err)
+	}))
+	if err != nil {
+		return fmt.Errorf("cannot follow stream %s: %w", st.Name, err)
+	}
+	defer fc.Stop()
 	r.load(ctx)
 	go func() {
 		t := time.NewTicker(r.LoadEvery)
@@ -106,6 +128,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		return fmt.Errorf("cannot consume stream %s: %w", st.Name, err)
 	}
 	defer cc.Stop()
+	if r.Ready != nil {
+		r.Ready()
+	}
 	r.Log.Info("scoring", "stream", st.Name, "decisions", r.Scorer.sc.Decisions.Name, "rules", len(r.Scorer.sc.Rules), "request_subject", RequestSubject)
 	<-ctx.Done()
 	return nil
@@ -120,26 +145,41 @@ func (r *Runner) load(ctx context.Context) {
 	}
 }
 
-// replay reads the stream's last minutes back into the speed state.
-func (r *Runner) replay(ctx context.Context) error {
+// remember adds a payment of the stream to the speed state.
+func (r *Runner) remember(msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return
+	}
+	if ev, err := r.Scorer.sc.Stream.Contract.Decode(msg.Data(), meta.Timestamp); err == nil {
+		r.Scorer.Remember(ev, meta.Timestamp)
+	}
+}
+
+// replay reads the stream's last minutes back into the speed state, and
+// returns the last sequence it read up to.
+func (r *Runner) replay(ctx context.Context) (uint64, error) {
 	st := r.Scorer.sc.Stream
 	js, err := r.JS.Stream(ctx, stream.StreamName(st))
 	if err != nil {
-		return fmt.Errorf("cannot open stream %s (run `tideline stream` first): %w", st.Name, err)
+		return 0, fmt.Errorf("cannot open stream %s (run `tideline stream` first): %w", st.Name, err)
 	}
 	info, err := js.Info(ctx)
-	if err != nil || info.State.Msgs == 0 {
-		return err
+	if err != nil {
+		return 0, fmt.Errorf("cannot read stream %s: %w", st.Name, err)
+	}
+	if info.State.Msgs == 0 {
+		return info.State.LastSeq, nil
 	}
 	cons, err := r.JS.OrderedConsumer(ctx, stream.StreamName(st), jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: new(time.Now().Add(-keep)),
 	})
 	if err != nil {
-		return fmt.Errorf("cannot read back stream %s: %w", st.Name, err)
+		return 0, fmt.Errorf("cannot read back stream %s: %w", st.Name, err)
 	}
 	it, err := cons.Messages()
 	if err != nil {
-		return fmt.Errorf("cannot read back stream %s: %w", st.Name, err)
+		return 0, fmt.Errorf("cannot read back stream %s: %w", st.Name, err)
 	}
 	defer it.Stop()
 	n := 0
@@ -149,7 +189,7 @@ func (r *Runner) replay(ctx context.Context) error {
 			break // nothing in the last minutes
 		}
 		if err != nil {
-			return fmt.Errorf("cannot read back stream %s: %w", st.Name, err)
+			return 0, fmt.Errorf("cannot read back stream %s: %w", st.Name, err)
 		}
 		meta, err := msg.Metadata()
 		if err != nil {
@@ -164,7 +204,7 @@ func (r *Runner) replay(ctx context.Context) error {
 		}
 	}
 	r.Log.Info("speed state read back", "payments", n, "since", keep)
-	return nil
+	return info.State.LastSeq, nil
 }
 
 // consume scores a payment from the stream and publishes its decision.

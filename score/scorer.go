@@ -88,19 +88,23 @@ type Scorer struct {
 	id, ts, card, merchant, country, amount int
 	amountScale                             int
 
-	mu     sync.Mutex
-	cards  map[string][]recent // per card, by event time
-	seen   map[string]int64    // payment ids scored, with their event time
-	maxTS  int64
-	scored int
+	mu    sync.Mutex
+	cards map[string][]recent // per card, by event time
+	seen  map[string]int64    // payment ids in the speed state, with their event time
+	// decided is the payment ids this scorer has decided, with their
+	// event time. With several scorers each holds every payment (each
+	// reads the whole stream), but decides only those it is handed.
+	decided map[string]int64
+	maxTS   int64
+	scored  int
 
 	batch     atomic.Pointer[Batch]               // nil: unavailable
 	merchants atomic.Pointer[map[string]Merchant] // nil: unavailable
 }
 
 type recent struct {
-	ts, amount        int64
-	merchant, country string
+	ts, amount            int64
+	id, merchant, country string
 }
 
 // keep is how far back, in event time, the speed state reaches: the
@@ -131,7 +135,7 @@ func New(sc *spec.Scoring) (*Scorer, error) {
 		return -1
 	}
 	s := &Scorer{sc: sc, rules: r, id: c.ID, ts: c.Time, card: idx("card_id"), merchant: idx("merchant_id"), country: idx("country"), amount: idx("amount"),
-		cards: map[string][]recent{}, seen: map[string]int64{}, maxTS: math.MinInt64}
+		cards: map[string][]recent{}, seen: map[string]int64{}, decided: map[string]int64{}, maxTS: math.MinInt64}
 	s.amountScale = c.Fields[s.amount].Scale
 	return s, nil
 }
@@ -155,8 +159,10 @@ func (s *Scorer) SetMerchants(m map[string]Merchant) {
 }
 
 // Remember adds a payment to the speed state without scoring it: the
-// replay of recent payments at start. received is when the broker (or the
-// scorer, for a request) received it.
+// replay of recent payments at start, and every payment of the stream
+// after, from whichever scorer it was decided by. received is when the
+// broker (or the scorer, for a request) received it. A payment already in
+// the state is not added again.
 func (s *Scorer) Remember(ev spec.Event, received time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -177,8 +183,9 @@ func (s *Scorer) Score(ev spec.Event, received time.Time) (d Decision, ok bool) 
 	f := len(v)
 	card, ts, amount := v[s.card].Str, v[s.ts].Int, v[s.amount].Int
 
+	id := v[s.id].Str
 	s.mu.Lock()
-	if _, dup := s.seen[v[s.id].Str]; dup {
+	if _, dup := s.decided[id]; dup {
 		s.mu.Unlock()
 		return Decision{}, false
 	}
@@ -187,8 +194,8 @@ func (s *Scorer) Score(ev spec.Event, received time.Time) (d Decision, ok bool) 
 	countries := map[string]bool{v[s.country].Str: true}
 	for _, r := range s.cards[card] {
 		age := ts - r.ts
-		if age < 0 || age >= keep.Microseconds() {
-			continue
+		if age < 0 || age >= keep.Microseconds() || r.id == id {
+			continue // the payment itself may be in the state already: another scorer's stream read it
 		}
 		if age < time.Minute.Microseconds() {
 			n1, a1 = n1+1, a1+r.amount
@@ -198,7 +205,10 @@ func (s *Scorer) Score(ev spec.Event, received time.Time) (d Decision, ok bool) 
 		}
 		merchants[r.merchant], countries[r.country] = true, true
 	}
-	s.add(ev, received)
+	if _, in := s.seen[id]; !in {
+		s.add(ev, received)
+	}
+	s.decided[id] = ts
 	s.mu.Unlock()
 
 	row[f+fPayments1m], row[f+fAmount1m] = spec.Value{Int: n1}, spec.Value{Int: a1}
@@ -251,7 +261,7 @@ func (s *Scorer) add(ev spec.Event, received time.Time) {
 	v := ev.Values
 	ts, card := v[s.ts].Int, v[s.card].Str
 	s.seen[v[s.id].Str] = ts
-	rs := append(s.cards[card], recent{ts: ts, amount: v[s.amount].Int, merchant: v[s.merchant].Str, country: v[s.country].Str})
+	rs := append(s.cards[card], recent{ts: ts, amount: v[s.amount].Int, id: v[s.id].Str, merchant: v[s.merchant].Str, country: v[s.country].Str})
 	// I7: a payment moves the scorer's clock no further than the time it
 	// was received, so a producer whose clock runs ahead cannot age every
 	// card's recent payments out of the features.
@@ -270,17 +280,20 @@ func (s *Scorer) add(ev spec.Event, received time.Time) {
 				delete(s.cards, c)
 			}
 		}
-		for id, t := range s.seen {
-			if t < horizon {
-				delete(s.seen, id)
+		for _, ids := range []map[string]int64{s.seen, s.decided} {
+			for id, t := range ids {
+				if t < horizon {
+					delete(ids, id)
+				}
 			}
 		}
 	}
 }
 
-// forget drops a payment from the seen set, so a retry scores it again.
+// forget drops a payment from the decided set, so a retry scores it
+// again.
 func (s *Scorer) forget(id string) {
 	s.mu.Lock()
-	delete(s.seen, id)
+	delete(s.decided, id)
 	s.mu.Unlock()
 }

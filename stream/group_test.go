@@ -100,8 +100,9 @@ func TestPartitionedSpeedLayerMatchesOracle(t *testing.T) {
 	join := func(name string) {
 		gctx, cancel := context.WithCancel(ctx)
 		g := NewGroup(nc, js, st, GroupOptions{Name: name, LeaseTTL: 4 * time.Second})
-		members[name], groups[name], done[name] = cancel, g, make(chan error, 1)
-		go func() { done[name] <- g.Run(gctx) }()
+		ch := make(chan error, 1)
+		members[name], groups[name], done[name] = cancel, g, ch
+		go func() { ch <- g.Run(gctx) }()
 	}
 	leave := func(name string) {
 		members[name]()
