@@ -36,9 +36,10 @@ type ProcessorOptions struct {
 	// one; 0 processes an unpartitioned stream whole. Group runs one
 	// Processor per partition it holds.
 	Part int
-	// Lease, when set, is checked before each checkpoint is stored: once
-	// it returns an error (the partition's lease moved on to another
-	// process), the processor stops without storing.
+	// Lease, when set, is checked before a checkpoint's writes, between
+	// its paced batches and before the checkpoint is stored: once it
+	// returns an error (the partition's lease moved on to another
+	// process), the processor writes no more and stops.
 	Lease func(context.Context) error
 	// MaxCheckpointIDs: past this many dedup ids a checkpoint records where
 	// they start in the stream instead, and a restart reads them back
@@ -429,11 +430,7 @@ func (p *Processor) handle(msg jetstream.Msg) {
 		p.metricLat.Observe(now.Sub(meta.Timestamp).Seconds())
 	}
 	if outcome == Invalid {
-		if err := p.deadLetter(msg.Subject(), msg.Data(), meta.Sequence.Stream, verr); err != nil {
-			p.mu.Lock()
-			p.fatal = err
-			p.mu.Unlock()
-		}
+		p.deadLetter(msg.Subject(), msg.Data(), meta.Sequence.Stream, verr)
 	}
 }
 
@@ -442,7 +439,7 @@ var outcomeName = map[Outcome]string{Applied: "applied", Invalid: "invalid", Dup
 // deadLetter publishes an invalid message, unchanged, to the stream's
 // dead-letter stream. The message id makes a replay after a crash publish
 // it once.
-func (p *Processor) deadLetter(subject string, data []byte, seq uint64, reason error) error {
+func (p *Processor) deadLetter(subject string, data []byte, seq uint64, reason error) {
 	m := nats.NewMsg(DLQSubject(p.st))
 	m.Data = data
 	m.Header.Set(DLQHeaderReason, headerValue(reason.Error()))
@@ -466,7 +463,6 @@ func (p *Processor) deadLetter(subject string, data []byte, seq uint64, reason e
 	if p.o.Metrics != nil {
 		p.o.Metrics.DeadLettered.WithLabelValues(p.st.Name, "stream").Inc()
 	}
-	return nil
 }
 
 // flush advances the watermark on idle and publishes every changed window

@@ -53,15 +53,20 @@ func TestNATSClusterKeepsStreamsThroughANodeLoss(t *testing.T) {
 		}
 	}
 	publish(100)
-	// Stop the node the client is on: it moves to another.
+	// Stop the node the client is on: it moves to another. The URL is
+	// read once: read again after the stop, it named the node the client
+	// had moved to, and that was stopped too, leaving no quorum (the
+	// publishes below then timed out, in about half the runs).
+	on := nc.ConnectedUrl()
 	for i, n := range c.Nodes {
-		if n.Server.ClientURL() == nc.ConnectedUrl() {
+		if n.Server.ClientURL() == on {
 			c.StopNode(i)
 			defer func() {
 				if err := c.StartNode(i); err != nil {
 					t.Error(err)
 				}
 			}()
+			break
 		}
 	}
 	publish(100)
