@@ -117,3 +117,39 @@ func TestSketchMerge(t *testing.T) {
 		t.Fatalf("%d sketches held after releasing one of two", sk.Len())
 	}
 }
+
+// TestDecodeSketchRefusesForgeries: a sketch read back from a KV bucket,
+// which any client with access can write, round-trips when tideline wrote
+// it, sparse or dense, and is refused with a reason when its length,
+// register or rank is one no sketch has.
+func TestDecodeSketchRefusesForgeries(t *testing.T) {
+	sparse, dense := &Sketch{}, &Sketch{}
+	for i := range 40 {
+		sparse.add(HLLHash(strconv.Itoa(i)))
+	}
+	for i := range 5000 {
+		dense.add(HLLHash(strconv.Itoa(i)))
+	}
+	for _, s := range []*Sketch{sparse, dense} {
+		back, err := DecodeSketch(s.AppendBinary(nil))
+		if err != nil || back.Estimate() != s.Estimate() {
+			t.Fatalf("round trip: %v, estimate %d, want %d", err, back.Estimate(), s.Estimate())
+		}
+	}
+	badDense := dense.AppendBinary(nil)
+	badDense[7] = hllRanks + 2
+	for name, b := range map[string][]byte{
+		"odd length":      {1, 2, 3},
+		"too many sparse": make([]byte, 4*(sparseMax+1)),
+		"register 4096":   {0, 0x10, 0x00, 0x01},
+		"rank 0":          {0, 0x00, 0x05, 0x00},
+		"rank 42":         {0, 0x00, 0x05, hllRanks + 2},
+		"dense rank 42":   badDense,
+	} {
+		if _, err := DecodeSketch(b); err == nil {
+			t.Errorf("%s: decoded", name)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+}

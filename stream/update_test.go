@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"tideline/internal/stacktest"
 	"tideline/spec"
 )
 
@@ -92,4 +94,33 @@ func sameValue(a, b spec.Value) bool {
 		return a.Null == b.Null
 	}
 	return a == b
+}
+
+// TestParseUpdateRefusesForgedPartials: a partial window in a view's
+// bucket is read only if its partition, cells and sketches are ones a
+// partition's processor could have written.
+func TestParseUpdateRefusesForgedPartials(t *testing.T) {
+	s := stacktest.FastSpec(t)
+	v := s.View("card_sessions") // has an approx_count_distinct
+	good := `{"view":"card_sessions","window_start":"2026-01-01T12:00:00Z","window_end":"2026-01-01T12:00:03Z","dims":{"card_id":"c1"},` +
+		`"measures":{"payments":1,"amount":100,"amount_max":100,"merchants":1},"final":false,"watermark":"2026-01-01T12:00:00Z",` +
+		`"partition":3,"cells":[[1,1],[1,100],[1,100],[1,0]],"sketches":{"merchants":"AAEFAQ=="}}`
+	u, _, err := ParseUpdate(v, []byte(good))
+	if err != nil || u.Part != 4 || u.Partial == nil || u.Partial.Sketches[3] == nil {
+		t.Fatalf("a well-formed partial: %v, part %d, %+v", err, u.Part, u.Partial)
+	}
+	for name, bad := range map[string]string{
+		"partition 64":       strings.Replace(good, `"partition":3`, `"partition":64`, 1),
+		"partition -1":       strings.Replace(good, `"partition":3`, `"partition":-1`, 1),
+		"3 cells for 4":      strings.Replace(good, `[[1,1],[1,100],[1,100],[1,0]]`, `[[1,1],[1,100],[1,100]]`, 1),
+		"sketch of a sum":    strings.Replace(good, `"sketches":{"merchants"`, `"sketches":{"amount"`, 1),
+		"sketch of no field": strings.Replace(good, `"sketches":{"merchants"`, `"sketches":{"nope"`, 1),
+		"broken sketch":      strings.Replace(good, `"AAEFAQ=="`, `"AAEF"`, 1),
+	} {
+		if _, _, err := ParseUpdate(v, []byte(bad)); err == nil {
+			t.Errorf("%s: read", name)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
 }
