@@ -81,7 +81,9 @@ type heldPartition struct {
 	proc    *Processor
 }
 
-// NewGroup returns a member of st's group; st must be partitioned.
+// NewGroup returns a member of st's group. An unpartitioned stream's group
+// has one partition, the whole stream: every process can run a member, and
+// one of them processes it, another taking over when it dies.
 func NewGroup(nc *nats.Conn, js jetstream.JetStream, st *spec.Stream, o GroupOptions) *Group {
 	if o.Name == "" {
 		host, _ := os.Hostname()
@@ -96,6 +98,10 @@ func NewGroup(nc *nats.Conn, js jetstream.JetStream, st *spec.Stream, o GroupOpt
 	}
 	return &Group{st: st, nc: nc, js: js, o: o, log: o.Log.With("stream", st.Name, "member", o.Name), held: map[int]*heldPartition{}}
 }
+
+// partitions is how many leases the group hands out: an unpartitioned
+// stream is one partition, processed whole by one member at a time.
+func (g *Group) partitions() int { return max(g.st.Partitions, 1) }
 
 // Held is the partitions this member processes now, in order.
 func (g *Group) Held() []int {
@@ -115,16 +121,35 @@ func (g *Group) leaseKey(p int) string { return g.st.Name + ".lease." + strconv.
 // Run takes part in the group until ctx ends, then stops its processors
 // (each takes a last checkpoint) and gives up its leases and membership.
 func (g *Group) Run(ctx context.Context) error {
-	// The first member makes the bucket, and its TTL is every member's:
-	// a member that took a longer one than the bucket's could believe it
-	// held a lease another had already taken.
+	if err := g.open(ctx); err != nil {
+		return err
+	}
+	g.log.Info("joining the speed-layer group", "partitions", g.partitions(), "lease_ttl", g.o.LeaseTTL)
+	beat := time.NewTicker(g.o.LeaseTTL / 5)
+	defer beat.Stop()
+	for {
+		g.beat(ctx)
+		select {
+		case <-ctx.Done():
+			g.leave()
+			return nil
+		case <-beat.C:
+		}
+	}
+}
+
+// open opens the group bucket, making it if it is not there. The first
+// member makes it, and its TTL is every member's: a member that took a
+// longer one than the bucket's could believe it held a lease another had
+// already taken. It is on disk, so a NATS restart keeps the leases.
+func (g *Group) open(ctx context.Context) error {
 	var kv jetstream.KeyValue
 	err := retryTimeouts(ctx, func() (err error) {
 		kv, err = g.js.KeyValue(ctx, GroupBucket)
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
 			kv, err = g.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 				Bucket: GroupBucket, Description: "tideline speed-layer group members and partition leases",
-				TTL: g.o.LeaseTTL, Storage: jetstream.MemoryStorage, Replicas: g.replicas(ctx),
+				TTL: g.o.LeaseTTL, Storage: jetstream.FileStorage, Replicas: g.replicas(ctx),
 			})
 			if errors.Is(err, jetstream.ErrBucketExists) {
 				kv, err = g.js.KeyValue(ctx, GroupBucket)
@@ -144,18 +169,7 @@ func (g *Group) Run(ctx context.Context) error {
 		g.o.LeaseTTL = ttl
 	}
 	g.kv = kv
-	g.log.Info("joining the speed-layer group", "partitions", g.st.Partitions, "lease_ttl", g.o.LeaseTTL)
-	beat := time.NewTicker(g.o.LeaseTTL / 5)
-	defer beat.Stop()
-	for {
-		g.beat(ctx)
-		select {
-		case <-ctx.Done():
-			g.leave()
-			return nil
-		case <-beat.C:
-		}
-	}
+	return nil
 }
 
 // replicas follows the stream's: a group on a cluster survives a node.
@@ -174,12 +188,19 @@ func (g *Group) beat(ctx context.Context) {
 		g.log.Warn("cannot renew group membership; retrying", "err", err)
 	}
 	members, err := g.members(ctx)
+	if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound) {
+		// Deleted (or lost with a server's memory): made again, and the
+		// leases held are renewed into it below, or lost.
+		if oerr := g.open(ctx); oerr != nil {
+			g.log.Warn("the group bucket is gone and cannot be made again; retrying", "err", oerr)
+		}
+	}
 	if err != nil {
 		g.log.Warn("cannot list group members; keeping the partitions held", "err", err)
 	}
 	mine := map[int]bool{}
 	if err == nil {
-		for p := range g.st.Partitions {
+		for p := range g.partitions() {
 			if i := slices.Index(members, g.o.Name); i >= 0 && p%len(members) == i {
 				mine[p] = true
 			}
@@ -258,8 +279,18 @@ func (g *Group) renew(ctx context.Context, p int, h *heldPartition) {
 func (g *Group) take(ctx context.Context, p int) {
 	start := time.Now()
 	rev, err := g.kv.Create(ctx, g.leaseKey(p), []byte(g.o.Name))
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		// Held under this member's own name: by the process this one
+		// replaces (it was killed and started again), which holds nothing
+		// now. Taken over by compare-and-set, at once rather than after
+		// the TTL. Names are unique in a group, so no live member loses it.
+		if e, gerr := g.kv.Get(ctx, g.leaseKey(p)); gerr == nil && string(e.Value()) == g.o.Name {
+			start = time.Now()
+			rev, err = g.kv.Update(ctx, g.leaseKey(p), []byte(g.o.Name), e.Revision())
+		}
+	}
 	if err != nil {
-		if !errors.Is(err, jetstream.ErrKeyExists) {
+		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongLastSequence(err) {
 			g.log.Warn("cannot take a partition lease; retrying", "partition", p, "err", err)
 		}
 		return // held by another until it hands it over or its lease ages out
@@ -267,7 +298,9 @@ func (g *Group) take(ctx context.Context, p int) {
 	pctx, cancel := context.WithCancel(ctx)
 	h := &heldPartition{rev: rev, renewed: start, cancel: cancel, done: make(chan error, 1)}
 	o := g.o.Processor
-	o.Part = p + 1
+	if g.st.Partitioned() {
+		o.Part = p + 1
+	}
 	o.Lease = func(ctx context.Context) error {
 		g.mu.Lock()
 		lost, renewed := h.lost, h.renewed
@@ -283,6 +316,13 @@ func (g *Group) take(ctx context.Context, p int) {
 	g.mu.Unlock()
 	g.log.Info("took partition", "partition", p)
 	go func() { h.done <- h.proc.Run(pctx) }()
+}
+
+// isWrongLastSequence reports a compare-and-set that lost: the key moved
+// on since it was read.
+func isWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
 
 // Operators calls f with the operator of each partition held now, under

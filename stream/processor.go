@@ -164,8 +164,8 @@ func (p *Processor) Run(ctx context.Context) error {
 		return fmt.Errorf("cannot open checkpoint bucket %s (run `tideline stream` setup first): %w", CheckpointBucket, err)
 	}
 	p.ckpt = &checkpointStore{kv: kv, key: p.name}
-	if p.o.Part > 0 {
-		p.ckpt.owner = strconv.FormatUint(rand.Uint64(), 36) // this processor's, for its chunks
+	if p.o.Lease != nil {
+		p.ckpt.owner = strconv.FormatUint(rand.Uint64(), 36) // this processor's, for its chunks: the stream may move to another process
 	}
 	data, err := p.ckpt.load(ctx)
 	switch {
@@ -768,7 +768,7 @@ func (p *Processor) Operator(f func(*Operator)) {
 type checkpointStore struct {
 	kv    jetstream.KeyValue
 	key   string
-	owner string // "" for an unpartitioned stream's processor
+	owner string // "" for a processor that runs alone, with no lease
 	gen   uint64
 	rev   uint64 // of the manifest; 0 when there is none
 	prev  string // the owner of the chunks the manifest named when read
@@ -830,8 +830,7 @@ func (c *checkpointStore) save(ctx context.Context, seq uint64, data []byte) err
 	} else {
 		rev, err = c.kv.Update(ctx, c.key, m, c.rev)
 	}
-	var apiErr *jetstream.APIError
-	if errors.Is(err, jetstream.ErrKeyExists) || (errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence) {
+	if errors.Is(err, jetstream.ErrKeyExists) || isWrongLastSequence(err) {
 		return fmt.Errorf("cannot store checkpoint of %s: another processor has written it since this one read it, and holds the partition now: %w", c.key, err)
 	}
 	if err != nil {

@@ -129,8 +129,12 @@ func printSpec(cmd *cobra.Command, s *spec.Spec) {
 	fmt.Fprintf(out, "%s: ok, %d stream(s), %d view(s)\n\n", s.File, len(s.Streams), len(s.Views))
 	for _, st := range s.Streams {
 		c := st.Contract
-		fmt.Fprintf(out, "stream %s  subjects=%s  id=%s  event_time=%s  partition=%s  fields=%d\n",
-			st.Name, strings.Join(st.Subjects, ","), c.Fields[c.ID].Name, c.Fields[c.Time].Name, st.Partition, len(c.Fields))
+		parts := ""
+		if st.Partitioned() {
+			parts = fmt.Sprintf("  partitions=%d", st.Partitions)
+		}
+		fmt.Fprintf(out, "stream %s  subjects=%s  id=%s  event_time=%s  partition=%s%s  fields=%d\n",
+			st.Name, strings.Join(st.Subjects, ","), c.Fields[c.ID].Name, c.Fields[c.Time].Name, st.Partition, parts, len(c.Fields))
 	}
 	fmt.Fprintln(out)
 	for _, v := range s.Views {

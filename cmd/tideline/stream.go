@@ -27,11 +27,12 @@ func streamCmd() *cobra.Command {
 stream of every stream in the spec, a KV bucket per view and the checkpoint
 bucket, then runs one processor per stream until interrupted.
 
-A stream with partitions (partitions: N in the spec) is processed by every
-tideline stream process running at once, as one group: each member holds
-a share of the partitions, and when a member stops or dies, or another
-joins, the partitions move and resume from their checkpoints. Give each
-member a distinct --member name (the default is <host>-<pid>).
+Every tideline stream process running at once is a member of one group
+per stream: each partition of a stream with partitions (partitions: N in
+the spec), or an unpartitioned stream whole, is processed by one member,
+and when a member stops or dies, or another joins, partitions move and
+resume from their checkpoints. Give each member a distinct --member name
+(the default is <host>-<pid>).
 
 Its HTTP server has /metrics (Prometheus), /healthz and, as serve does too,
 POST /v1/ingest/{stream} for NDJSON.`,
@@ -68,13 +69,13 @@ POST /v1/ingest/{stream} for NDJSON.`,
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
 			for i, st := range s.Streams {
-				run := stream.NewProcessor(nc, js, st, o).Run
-				if st.Partitioned() {
-					g.Processor = o
-					run = stream.NewGroup(nc, js, st, g).Run
-				}
+				// Every stream runs as a group, so several processes can
+				// run: each partition, or an unpartitioned stream whole,
+				// is processed by one of them.
+				g.Processor = o
+				grp := stream.NewGroup(nc, js, st, g)
 				wg.Go(func() {
-					if errs[i] = run(ctx); errs[i] != nil {
+					if errs[i] = grp.Run(ctx); errs[i] != nil {
 						slog.Error("processor stopped", "stream", st.Name, "err", errs[i])
 						cancel() // one stream failing stops the process, so a supervisor restarts it whole
 					}
