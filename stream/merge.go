@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"math"
 	"slices"
-	"time"
 
 	"tideline/spec"
 )
@@ -89,18 +88,5 @@ func MergeParts(v *spec.View, parts []Update, watermark int64) []Update {
 	slices.SortFunc(out, func(a, b Update) int {
 		return cmp.Or(cmp.Compare(a.Start, b.Start), cmp.Compare(spec.GroupHash(a.Dims), spec.GroupHash(b.Dims)))
 	})
-	return out
-}
-
-// partWatermarks is a helper for readers: the watermark of each of n
-// partitions from what they wrote, MinInt64 where none.
-func partWatermarks(n int, written map[int]time.Time) []int64 {
-	out := make([]int64, n)
-	for p := range out {
-		out[p] = math.MinInt64
-		if t, ok := written[p]; ok && !t.IsZero() {
-			out[p] = t.UnixMicro()
-		}
-	}
 	return out
 }
